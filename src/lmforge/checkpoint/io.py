@@ -1,0 +1,167 @@
+"""The lmforge checkpoint folder: config.json + model.safetensors (+ tokenizer.json, README.md).
+
+config.json = {"format_version": 1, "task": ..., "model": {ModelConfig fields}, "weights": {"file", "sha256"}}.
+Loading never unpickles anything; every key, shape and the file's checksum are verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..config import ModelConfig
+from ..errors import CheckpointError, LmforgeError
+from .atomic import atomic_folder
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_lmforge_checkpoint(path: Path) -> bool:
+    try:
+        return "format_version" in json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+def save_checkpoint(model, path: str | Path, card: dict | None = None) -> Path:
+    """Write `model` (and its tokenizer, if attached) as a checkpoint folder at `path`, atomically.
+
+    An existing lmforge checkpoint at `path` is replaced; any other non-empty folder is refused.
+    `card` holds model-card facts (data, objective, steps, metrics, emissions) for README.md."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not is_lmforge_checkpoint(path))):
+        raise CheckpointError(f"{path} exists and is not an lmforge checkpoint; "
+                              "choose an empty or new folder so nothing of yours is overwritten")
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    with atomic_folder(path) as tmp:
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "lmforge_format": str(FORMAT_VERSION)})
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "task": model.task,
+            "model": model.config.to_dict(),
+            "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(tmp / WEIGHTS_FILE)},
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if getattr(model, "tokenizer", None) is not None:
+            model.tokenizer.save(tmp)
+        from .card import write_card
+
+        write_card(tmp, model, card or {})
+    return path
+
+
+def read_checkpoint_config(path: Path) -> dict[str, Any]:
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        leftovers = sorted(path.parent.glob(f".{path.name}.*.old")) if path.parent.is_dir() else []
+        hint = (f"; an interrupted save left the previous checkpoint at {leftovers[0]}: rename it to {path}"
+                if leftovers else "")
+        raise CheckpointError(f"{path} is not a checkpoint folder: {CONFIG_FILE} is missing{hint}")
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{config_path} is not valid JSON ({error}); the checkpoint is damaged") from None
+
+
+def load_checkpoint(path: str | Path, verify: bool = True, device: str | torch.device = "cpu"):
+    """Load an lmforge checkpoint folder; `verify` checks the weights file's SHA-256 first."""
+    from ..models.build import build_model
+
+    path = Path(path)
+    meta = read_checkpoint_config(path)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path / CONFIG_FILE}: format_version {meta.get('format_version')!r} is not "
+                              f"supported (this lmforge reads version {FORMAT_VERSION}); upgrade lmforge")
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+        task = meta["task"]
+    except KeyError as missing:
+        raise CheckpointError(f"{path / CONFIG_FILE} lacks the field {missing}; the checkpoint is damaged") from None
+    except LmforgeError as error:
+        raise CheckpointError(f"{path / CONFIG_FILE}: {error}") from None
+    weights = meta.get("weights", {})
+    weights_path = path / weights.get("file", WEIGHTS_FILE)
+    if not weights_path.is_file():
+        raise CheckpointError(f"{weights_path} is missing; the checkpoint is incomplete")
+    if verify and "sha256" in weights and sha256_of(weights_path) != weights["sha256"]:
+        raise CheckpointError(f"{weights_path} does not match the SHA-256 recorded in {CONFIG_FILE}: the file was "
+                              "modified or truncated; restore it (or load with verify=False at your own risk)")
+    model = build_model(config, task)
+    load_weights(model, read_safetensors(weights_path), source=str(weights_path))
+    tokenizer_dir = path if (path / "tokenizer.json").is_file() else None
+    if tokenizer_dir is not None:
+        from ..tokenizer import Tokenizer
+
+        model.tokenizer = Tokenizer.load(tokenizer_dir)
+    return model.to(device)
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file; a damaged file is a `CheckpointError` naming it."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as error:  # safetensors raises its own error types for damaged headers
+        raise CheckpointError(f"{path} is not a readable safetensors file ({error}); the file is damaged or "
+                              "truncated") from None
+
+
+def load_weights(model, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `state` into `model`, after checking that keys and shapes match exactly."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+                   for k in expected if k in state and state[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+    if wrong_shape:
+        problems.append(f"shape mismatches: {'; '.join(wrong_shape[:8])}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model described by its config ({'; '.join(problems)})")
+    model.load_state_dict(state, strict=True)
+
+
+def load(path: str | Path, task: str | None = None, device: str | torch.device = "cpu", verify: bool = True):
+    """Load a model from an lmforge checkpoint folder or a Hugging Face checkpoint folder.
+
+    `task` (Hugging Face folders only) overrides the head chosen from the checkpoint's `architectures`."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; give a checkpoint folder (lmforge or Hugging Face)")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is a file; give the checkpoint folder that contains config.json")
+    meta = read_checkpoint_config(path)
+    if "format_version" in meta:
+        model = load_checkpoint(path, verify=verify, device=device)
+        if task is not None and task != model.task:
+            raise CheckpointError(f"{path} holds a {model.task} model, not {task}")
+        return model
+    if "model_type" in meta:
+        try:
+            from .hf import load_hf
+        except ImportError:
+            raise CheckpointError(f"{path} is a Hugging Face checkpoint, and this lmforge build cannot read "
+                                  "that format") from None
+        return load_hf(path, task=task).to(device)
+    raise CheckpointError(f"{path / CONFIG_FILE} is neither an lmforge config (format_version) nor a Hugging Face "
+                          "config (model_type)")

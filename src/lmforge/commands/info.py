@@ -1,0 +1,53 @@
+"""`lmforge info PATH_OR_PRESET`: family, task, parameter count and an architecture summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("info", help="describe a checkpoint folder or a preset",
+                                   description="Print the family, task, parameter count and architecture "
+                                               "of a checkpoint folder (lmforge or Hugging Face) or a preset.")
+    parser.add_argument("target", metavar="PATH_OR_PRESET")
+    parser.add_argument("--task", default=None, help="head to build for a preset (default: the family's LM head)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from .. import build_model, load, presets
+
+    if Path(args.target).exists():
+        model = load(args.target)
+        source = str(args.target)
+    else:
+        model = build_model(presets.get(args.target), args.task)
+        source = f"preset {args.target}"
+    print(describe(model, source))
+    return 0
+
+
+def describe(model, source: str) -> str:
+    """A human-readable summary of a model's architecture and size."""
+    c = model.config
+    backbone = model.num_parameters(backbone_only=True)
+    total = model.num_parameters()
+    layers = f"{c.n_layers} encoder + {c.decoder_layers} decoder" if c.is_encoder_decoder else str(c.n_layers)
+    rows = [
+        ("source", source),
+        ("family", c.family),
+        ("task", model.task),
+        ("parameters", f"{backbone:,} (backbone){'' if total == backbone else f', {total:,} with the {model.task} head'}"),
+        ("layers", layers),
+        ("d_model / heads / d_head / d_ff", f"{c.d_model} / {c.n_heads} / {c.head_dim} / {c.d_ff}"),
+        ("vocabulary", f"{c.vocab_size:,}"),
+        ("positions", f"{c.positions}, up to {c.max_positions} tokens"
+                      + (f" (offset {c.position_offset})" if c.position_offset else "")),
+        ("norm", f"{c.norm_placement}-{c.norm} (eps {c.norm_eps:g})"),
+        ("feed-forward", f"{'gated ' if c.gated_mlp else ''}{c.activation}"),
+        ("head", "tied to embeddings" if c.tie_embeddings else "own weights"),
+    ]
+    if model.tokenizer is not None:
+        rows.append(("tokenizer", f"{model.tokenizer.vocab_size:,} tokens"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

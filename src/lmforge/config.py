@@ -1,0 +1,232 @@
+"""`ModelConfig`: the whole architecture of a model as plain data (JSON round-trip).
+
+One dataclass describes GPT-2, BERT, DistilBERT, RoBERTa, BART, T5 and T5 v1.1 exactly: every
+difference between them is a field here, never a branch on a model's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+FAMILIES = ("decoder", "encoder", "encoder-decoder")
+POSITIONS = ("learned", "sinusoidal", "relative", "none")
+NORMS = ("layer", "rms")
+PLACEMENTS = ("pre", "post")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
+CLASSIFIER_POOLS = ("pooler", "first", "last", "mean")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a Transformer language model of any family.
+
+    Sizes: `n_layers` is the depth of the only stack (decoder-only, encoder-only) or of the encoder
+    (encoder-decoder, whose decoder has `n_decoder_layers`, default `n_layers`). `d_head` defaults
+    to `d_model // n_heads`; T5 sets it independently (its `d_kv`).
+    """
+
+    family: str = "decoder"
+    vocab_size: int = 50257
+    d_model: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    n_decoder_layers: int | None = None
+    d_ff: int = 3072
+    d_head: int | None = None
+    max_positions: int = 1024  # longest sequence the model accepts
+
+    # positions: learned table (with `position_offset` unused rows first, as BART and RoBERTa have),
+    # fixed sinusoids, T5 relative-position buckets (one bias table per stack), or none.
+    positions: str = "learned"
+    position_offset: int = 0
+    relative_buckets: int = 32
+    relative_max_distance: int = 128
+    type_vocab_size: int = 0  # BERT token types (segments); 0 = none
+
+    # normalisation and residual layout
+    norm: str = "layer"
+    norm_eps: float = 1e-5
+    norm_placement: str = "pre"  # pre: x + f(norm(x)) (GPT-2, T5); post: norm(x + f(x)) (BERT, BART)
+    embedding_norm: bool = False  # a norm right after the embeddings (BERT, BART)
+    final_norm: bool = True  # a norm after the last block (GPT-2 ln_f, T5 final_layer_norm)
+
+    # feed-forward and linear layers
+    activation: str = "gelu_tanh"
+    gated_mlp: bool = False  # act(x W_gate) * (x W_up), as T5 v1.1
+    bias: bool = True  # biases in attention and feed-forward linears (T5: none)
+    scale_attention: bool = True  # divide scores by sqrt(d_head) (T5 folds it into the init)
+    scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model)
+
+    # output heads
+    tie_embeddings: bool = True  # LM / MLM decoder shares the token embedding matrix
+    scale_tied_logits: bool = False  # T5: hidden * d_model**-0.5 before the tied head
+    final_logits_bias: bool = False  # BART: a fixed (buffer) bias added to LM logits
+    mlm_transform: bool = True  # MLM head: dense + activation + norm before the decoder
+    pooler: bool = False  # BERT pooler: dense + tanh on the first token, part of the backbone
+    classifier_pool: str = "first"  # which vector a sequence classifier reads
+    classifier_hidden_act: str | None = None  # a dense + act before the output (RoBERTa tanh, DistilBERT relu)
+    classifier_bias: bool = True
+    num_labels: int = 2
+    id2label: dict[int, str] | None = None
+
+    # regularisation and initialisation
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    classifier_dropout: float | None = None  # default: `dropout`
+    init_std: float = 0.02
+
+    # special tokens the model itself must know about
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    mask_token_id: int | None = None
+    decoder_start_token_id: int | None = None
+
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (source model, ...)
+
+    # ---- derived values -------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.d_head if self.d_head is not None else self.d_model // self.n_heads
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.n_decoder_layers if self.n_decoder_layers is not None else self.n_layers
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.family == "encoder-decoder"
+
+    @property
+    def label2id(self) -> dict[str, int] | None:
+        return None if self.id2label is None else {v: k for k, v in self.id2label.items()}
+
+    # ---- validation -----------------------------------------------------------------------
+    def validate(self) -> "ModelConfig":
+        """Check every field; raise `ConfigError` naming the field and the fix. Returns self."""
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"invalid model config{f' {self.name!r}' if self.name else ''}: {message}")
+
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            need(value in allowed, f"{name}={value!r} is not one of {', '.join(allowed)}")
+
+        choice("family", FAMILIES)
+        choice("positions", POSITIONS)
+        choice("norm", NORMS)
+        choice("norm_placement", PLACEMENTS)
+        choice("activation", ACTIVATIONS)
+        choice("classifier_pool", CLASSIFIER_POOLS)
+        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_positions"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
+        if self.d_head is None:
+            need(
+                self.d_model % self.n_heads == 0,
+                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
+                f"choose n_heads dividing d_model (e.g. {_divisor_near(self.d_model, self.n_heads)}) or set d_head",
+            )
+        else:
+            need(isinstance(self.d_head, int) and self.d_head > 0, f"d_head must be a positive integer, got {self.d_head!r}")
+        if self.n_decoder_layers is not None:
+            need(self.is_encoder_decoder, "n_decoder_layers is only meaningful for family='encoder-decoder'")
+            need(self.n_decoder_layers > 0, f"n_decoder_layers must be positive, got {self.n_decoder_layers}")
+        need(self.position_offset >= 0, f"position_offset must be >= 0, got {self.position_offset}")
+        need(self.type_vocab_size >= 0, f"type_vocab_size must be >= 0, got {self.type_vocab_size}")
+        if self.positions == "relative":
+            need(self.relative_buckets > 1 and self.relative_max_distance > 1,
+                 "relative_buckets and relative_max_distance must be > 1")
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            value = getattr(self, name)
+            need(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value}")
+        if self.classifier_dropout is not None:
+            need(0.0 <= self.classifier_dropout < 1.0, f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+        need(self.norm_eps > 0, f"norm_eps must be positive, got {self.norm_eps}")
+        need(self.num_labels > 0, f"num_labels must be positive, got {self.num_labels}")
+        if self.classifier_hidden_act is not None:
+            need(self.classifier_hidden_act in ACTIVATIONS + ("tanh",),
+                 f"classifier_hidden_act={self.classifier_hidden_act!r} is not one of {', '.join(ACTIVATIONS + ('tanh',))} or null")
+        if self.classifier_pool == "pooler":
+            need(self.pooler, "classifier_pool='pooler' needs pooler=true")
+        if self.id2label is not None:
+            need(sorted(self.id2label) == list(range(len(self.id2label))),
+                 "id2label keys must be 0..num_labels-1")
+            need(len(self.id2label) == self.num_labels,
+                 f"id2label has {len(self.id2label)} labels but num_labels={self.num_labels}")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id", "decoder_start_token_id"):
+            value = getattr(self, name)
+            if value is not None:
+                need(0 <= value < self.vocab_size, f"{name}={value} is outside the vocabulary (size {self.vocab_size})")
+        if self.is_encoder_decoder:
+            need(self.decoder_start_token_id is not None or self.pad_token_id is not None,
+                 "an encoder-decoder needs decoder_start_token_id (or pad_token_id) to start decoding")
+        return self
+
+    # ---- serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if self.id2label is not None:
+            data["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown model config field(s) {', '.join(unknown)}; valid fields are: {', '.join(sorted(known))}"
+            )
+        data = dict(data)
+        if data.get("id2label") is not None:
+            data["id2label"] = {int(k): str(v) for k, v in data["id2label"].items()}
+        return cls(**data).validate()
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"model config is not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise ConfigError("model config JSON must be an object of fields")
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ModelConfig":
+        """Read a config from a `.json` or `.yaml` file (a plain architecture, not a checkpoint)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: YAML config must be a mapping of fields")
+            return cls.from_dict(data.get("model", data))
+        data = json.loads(text)
+        return cls.from_dict(data.get("model", data))
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes).validate()
+
+
+def _divisor_near(n: int, target: int) -> int:
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    return min(divisors, key=lambda d: abs(d - target))

@@ -1,0 +1,30 @@
+"""Decoder-only (GPT-like) models: one causal stack."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import ModelConfig
+from ..nn.cache import KVCache
+from ..nn.stack import Stack
+from .base import LmforgeModel, ModelOutput
+
+
+class DecoderModel(LmforgeModel):
+    """A causal stack over the token embedding; heads: causal LM, sequence/token classification, embedding."""
+
+    def __init__(self, config: ModelConfig, task: str = "causal-lm"):
+        super().__init__(config, task)
+        self.decoder = Stack(config, config.n_layers, causal=True)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, cache: KVCache | None = None,
+                token_type_ids: torch.Tensor | None = None) -> ModelOutput:
+        """input_ids (B, T); attention_mask (B, past+T) covering cached tokens. Causal-LM labels are
+        the input ids themselves (shifted inside); -100 marks positions without a loss."""
+        past = cache.length if cache is not None else 0
+        self.check_input_ids(input_ids, past)
+        hidden = self.decoder(self.embed(input_ids), attention_mask, token_type_ids, cache=cache)  # (B, T, d)
+        mask = attention_mask[:, past:] if attention_mask is not None else None
+        return self.finish(hidden, mask, labels)

@@ -1,0 +1,28 @@
+"""Encoder-only (BERT-like) models: one bidirectional stack, optionally a pooler."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import ModelConfig
+from ..nn.stack import Stack
+from .base import LmforgeModel, ModelOutput
+from .heads import Pooler
+
+
+class EncoderModel(LmforgeModel):
+    """A bidirectional stack; heads: masked LM, sequence/token classification, embedding."""
+
+    def __init__(self, config: ModelConfig, task: str = "masked-lm"):
+        super().__init__(config, task)
+        self.encoder = Stack(config, config.n_layers, causal=False)
+        self.pooler = Pooler(config) if config.pooler else None
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None) -> ModelOutput:
+        """input_ids (B, T), attention_mask (B, T), token_type_ids (B, T) segment ids (BERT)."""
+        self.check_input_ids(input_ids)
+        hidden = self.encoder(self.embed(input_ids), attention_mask, token_type_ids)  # (B, T, d)
+        pooled = self.pooler(hidden) if (self.pooler is not None and self.task == "sequence-classification") else None
+        return self.finish(hidden, attention_mask, labels, pooled=pooled)

@@ -1,0 +1,122 @@
+"""Task heads: what turns hidden states into logits for each task."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from ..nn.mlp import ACTIVATION_FUNCTIONS
+from ..nn.norms import make_norm
+
+
+class LMHead(nn.Module):
+    """Next-token logits over the vocabulary, tied to the token embedding or with its own matrix.
+
+    T5 rescales hidden states by d_model**-0.5 before a tied head; BART adds a fixed
+    `final_logits_bias` (a buffer, not trained, as in the original).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.tied = config.tie_embeddings
+        self.weight = None if self.tied else nn.Parameter(torch.empty(config.vocab_size, config.d_model))
+        self.scale = config.d_model ** -0.5 if (self.tied and config.scale_tied_logits) else 1.0
+        if config.final_logits_bias:
+            self.register_buffer("final_logits_bias", torch.zeros(config.vocab_size))
+        else:
+            self.final_logits_bias = None
+
+    def forward(self, hidden: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, d), embedding (V, d) -> logits (B, T, V)."""
+        weight = embedding if self.tied else self.weight
+        logits = F.linear(hidden * self.scale if self.scale != 1.0 else hidden, weight)
+        return logits if self.final_logits_bias is None else logits + self.final_logits_bias
+
+
+class MaskedLMHead(nn.Module):
+    """BERT's MLM head: dense + activation + norm, then a decoder (tied or own) with a bias."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d = config.d_model
+        self.transform = nn.Linear(d, d) if config.mlm_transform else None
+        self.norm = nn.LayerNorm(d, eps=config.norm_eps) if config.mlm_transform else None
+        self.act = ACTIVATION_FUNCTIONS[config.activation]
+        self.weight = None if config.tie_embeddings else nn.Parameter(torch.empty(config.vocab_size, d))
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, d), embedding (V, d) -> logits (B, T, V)."""
+        if self.transform is not None:
+            hidden = self.norm(self.act(self.transform(hidden)))
+        return F.linear(hidden, embedding if self.weight is None else self.weight, self.bias)
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
+    """(B, T, d) -> (B, d): the first token, the last real token, or the mean over real tokens."""
+    if how == "first":
+        return hidden[:, 0]
+    if mask is None:
+        mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+    if how == "last":
+        positions = torch.arange(hidden.shape[1], device=hidden.device)  # works for left and right padding
+        last = (positions * mask).argmax(dim=-1)  # (B,)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+class SequenceClassificationHead(nn.Module):
+    """Pool a vector per sequence, optionally dense + activation, then a linear classifier.
+
+    dropout -> [dense -> act -> dropout] -> out covers BERT (on the pooler output), RoBERTa (tanh),
+    DistilBERT (ReLU) and GPT-2 (the last real token, no bias)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d = config.d_model
+        self.how = config.classifier_pool
+        p = config.dropout if config.classifier_dropout is None else config.classifier_dropout
+        self.dropout = nn.Dropout(p)
+        self.dense = nn.Linear(d, d) if config.classifier_hidden_act else None
+        self.act = ACTIVATION_FUNCTIONS[config.classifier_hidden_act] if config.classifier_hidden_act else None
+        self.out = nn.Linear(d, config.num_labels, bias=config.classifier_bias)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None, pooled: torch.Tensor | None) -> torch.Tensor:
+        """hidden (B, T, d), pooled (B, d) from the backbone's pooler -> logits (B, num_labels)."""
+        x = pooled if self.how == "pooler" else pool(hidden, mask, self.how)
+        x = self.dropout(x)
+        if self.dense is not None:
+            x = self.dropout(self.act(self.dense(x)))
+        return self.out(x)
+
+
+class TokenClassificationHead(nn.Module):
+    """A label per token: dropout then linear."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        p = config.dropout if config.classifier_dropout is None else config.classifier_dropout
+        self.dropout = nn.Dropout(p)
+        self.out = nn.Linear(config.d_model, config.num_labels)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, T, num_labels)
+        return self.out(self.dropout(hidden))
+
+
+class Pooler(nn.Module):
+    """BERT's pooler (part of the backbone): dense + tanh on the first token."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.d_model, config.d_model)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, d)
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+def sentence_embedding(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over real tokens, L2-normalised: (B, T, d) -> (B, d) (sentence-transformers' recipe)."""
+    return F.normalize(pool(hidden, mask, "mean"), p=2, dim=-1)

@@ -1,0 +1,51 @@
+"""One Transformer layer: self-attention, optional cross-attention, feed-forward; pre- or post-norm."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .attention import Attention
+from .cache import KVCache
+from .mlp import MLP
+from .norms import make_norm
+
+
+class Block(nn.Module):
+    """Residual sublayers. Pre-norm: x + f(norm(x)) (GPT-2, T5). Post-norm: norm(x + f(x)) (BERT, BART)."""
+
+    def __init__(self, config: ModelConfig, cross: bool):
+        super().__init__()
+        c = config
+
+        def attention(is_cross: bool) -> Attention:
+            return Attention(c.d_model, c.n_heads, c.head_dim, c.bias, c.attention_dropout,
+                             c.scale_attention, cross=is_cross)
+
+        self.pre_norm = c.norm_placement == "pre"
+        self.self_attn = attention(False)
+        self.attn_norm = make_norm(c.norm, c.d_model, c.norm_eps)
+        self.cross_attn = attention(True) if cross else None
+        self.cross_norm = make_norm(c.norm, c.d_model, c.norm_eps) if cross else None
+        self.mlp = MLP(c.d_model, c.d_ff, c.activation, c.gated_mlp, c.bias, c.activation_dropout)
+        self.mlp_norm = make_norm(c.norm, c.d_model, c.norm_eps)
+        self.dropout = nn.Dropout(c.dropout)
+
+    def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer: Callable[[torch.Tensor], torch.Tensor]):
+        if self.pre_norm:
+            return x + self.dropout(sublayer(norm(x)))
+        return norm(x + self.dropout(sublayer(x)))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        """x: (B, T, d_model) -> (B, T, d_model). context: encoder output (B, S, d_model)."""
+        x = self._residual(x, self.attn_norm,
+                           lambda h: self.self_attn(h, mask, is_causal, cache=cache, layer=layer))
+        if self.cross_attn is not None:
+            x = self._residual(x, self.cross_norm,
+                               lambda h: self.cross_attn(h, context_mask, context=context, cache=cache, layer=layer))
+        return self._residual(x, self.mlp_norm, self.mlp)

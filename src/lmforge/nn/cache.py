@@ -1,0 +1,45 @@
+"""A preallocated key/value cache for decoding, off during training."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+
+
+class KVCache:
+    """Keys and values of every decoder layer, preallocated for `max_len` tokens.
+
+    Self-attention appends the new tokens' keys/values at `length`; the stack advances `length`
+    once per forward pass. Cross-attention keys/values are computed from the encoder output on
+    the first step and kept in `cross` for every later step.
+    """
+
+    def __init__(self, n_layers: int, batch: int, n_heads: int, d_head: int, max_len: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        shape = (n_layers, batch, n_heads, max_len, d_head)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, H, max_len, D)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+        self.length = 0
+        self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (B, H, T, D) keys/values after the cached ones; return all of them (B, H, length+T, D)."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise InputError(f"KV cache holds {self.max_len} tokens but {end} were needed; "
+                             "create the cache with a larger max_len")
+        self.keys[layer, :, :, self.length:end] = k
+        self.values[layer, :, :, self.length:end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def advance(self, n_tokens: int) -> None:
+        self.length += n_tokens
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index` (beam search): every cached tensor is gathered along batch."""
+        self.keys = self.keys.index_select(1, index)
+        self.values = self.values.index_select(1, index)
+        self.cross = [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
+                      for kv in self.cross]

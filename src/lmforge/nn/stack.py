@@ -1,0 +1,91 @@
+"""A stack of blocks with its embeddings: the whole of a decoder-only model, an encoder, or a decoder."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import InputError
+from .block import Block
+from .cache import KVCache
+from .masks import padding_mask, self_attention_mask, with_bias
+from .norms import make_norm
+from .positions import LearnedPositions, RelativePositionBias, SinusoidalPositions, position_ids_from_mask
+
+
+class Stack(nn.Module):
+    """Positions, token types, embedding norm, `n_layers` blocks and a final norm.
+
+    `causal` makes it a decoder (each token sees only earlier ones); `cross` adds cross-attention
+    to an encoder's output. The token embedding itself belongs to the model (it is shared by the
+    encoder, the decoder and a tied output head), so the stack receives embedded tokens.
+    Masks and position biases are built here once and shared by every block.
+    """
+
+    def __init__(self, config: ModelConfig, n_layers: int, causal: bool, cross: bool = False):
+        super().__init__()
+        c = config
+        self.causal = causal
+        self.max_positions = c.max_positions
+        self.embed_scale = math.sqrt(c.d_model) if c.scale_embeddings else 1.0
+        self.positions: nn.Module | None = None
+        self.relative_bias: RelativePositionBias | None = None
+        if c.positions == "learned":
+            self.positions = LearnedPositions(c.max_positions, c.d_model, c.position_offset)
+        elif c.positions == "sinusoidal":
+            self.positions = SinusoidalPositions(c.max_positions, c.d_model)
+        elif c.positions == "relative":
+            self.relative_bias = RelativePositionBias(c.n_heads, c.relative_buckets, c.relative_max_distance,
+                                                      bidirectional=not causal)
+        self.token_types = nn.Embedding(c.type_vocab_size, c.d_model) if c.type_vocab_size else None
+        self.embed_norm = make_norm(c.norm, c.d_model, c.norm_eps) if c.embedding_norm else None
+        self.blocks = nn.ModuleList(Block(c, cross) for _ in range(n_layers))
+        self.final_norm = make_norm(c.norm, c.d_model, c.norm_eps) if c.final_norm else None
+        self.dropout = nn.Dropout(c.dropout)
+
+    def forward(self, embeds: torch.Tensor, key_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """embeds: (B, T, d_model) token embeddings of the new tokens.
+        key_mask: (B, past+T) 1 for real tokens, 0 for padding (None: all real), covering cached tokens.
+        context, context_mask: encoder output (B, S, d_model) and its (B, S) mask, for cross-attention.
+        Returns hidden states (B, T, d_model)."""
+        batch, length, _ = embeds.shape
+        past = cache.length if cache is not None else 0
+        if key_mask is not None and key_mask.shape != (batch, past + length):
+            raise InputError(f"attention_mask has shape {tuple(key_mask.shape)} but ({batch}, {past + length}) "
+                             "was expected (batch, cached + new tokens)")
+        x = embeds * self.embed_scale if self.embed_scale != 1.0 else embeds
+        if self.positions is not None:
+            if key_mask is not None:
+                position_ids = position_ids_from_mask(key_mask)[:, past:]  # (B, T)
+            else:
+                position_ids = torch.arange(past, past + length, device=embeds.device)[None]  # (1, T)
+            x = x + self.positions(position_ids)
+        if self.token_types is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros(batch, length, dtype=torch.long, device=embeds.device)
+            x = x + self.token_types(token_type_ids)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        x = self.dropout(x)
+
+        mask, is_causal = self_attention_mask(length, key_mask, self.causal, past, embeds.device)
+        if self.relative_bias is not None:
+            if is_causal:  # the bias must carry the causal mask itself
+                mask, is_causal = self_attention_mask(length, torch.ones(1, past + length, device=embeds.device),
+                                                      True, past, embeds.device)
+            bias = self.relative_bias(length, past + length, past).to(x.dtype)  # (1, H, T, S)
+            mask = with_bias(mask, bias)
+        cross_mask = padding_mask(context_mask)
+
+        for index, block in enumerate(self.blocks):
+            x = block(x, mask, is_causal, context, cross_mask, cache, index)
+        if cache is not None:
+            cache.advance(length)
+        if self.final_norm is not None:
+            x = self.dropout(self.final_norm(x))
+        return x
