@@ -1,0 +1,1 @@
+"""`lmforge demo`: the transfer-learning experiment on text every Python installation has."""
