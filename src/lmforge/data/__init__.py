@@ -1,0 +1,1 @@
+"""Raw text -> tokens -> training batches: readers, corpus preparation, objectives, labelled tasks, sampler."""
