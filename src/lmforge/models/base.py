@@ -131,6 +131,12 @@ class LmforgeModel(nn.Module):
         n_layers = c.decoder_layers if c.is_encoder_decoder else c.n_layers
         return KVCache(n_layers, batch, c.n_heads, c.head_dim, max_len, dtype=self.dtype, device=self.device)
 
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **options) -> torch.Tensor:
+        """Generate token ids with the KV cache (greedy, sampling, beam search); see `lmforge.infer.generate`."""
+        from ..infer.generate import generate
+
+        return generate(self, input_ids, attention_mask, **options)
+
     def save(self, path: str | Path, card: dict | None = None) -> Path:
         """Write the checkpoint folder atomically (config.json, model.safetensors, tokenizer, README.md)."""
         from ..checkpoint.io import save_checkpoint
