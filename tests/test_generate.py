@@ -11,8 +11,11 @@ PRESETS = ["tiny-gpt2", "tiny-bart", "tiny-t5", "tiny-t5-v1_1", "tiny-transforme
 
 
 def lively(name: str, task: str | None = None):
-    """A tiny random model whose greedy outputs vary (larger init, untied head) and that never stops early."""
-    config = lmforge.presets.get(name).replace(init_std=0.3, tie_embeddings=False, scale_tied_logits=False)
+    """A tiny random model whose greedy outputs vary (untied head; a larger init for pre-norm stacks,
+    whose residual stream would otherwise barely change)."""
+    config = lmforge.presets.get(name)
+    std = 0.3 if config.norm_placement == "pre" else 0.1
+    config = config.replace(init_std=std, tie_embeddings=False, scale_tied_logits=False)
     return lmforge.build_model(config, task).eval()
 
 
