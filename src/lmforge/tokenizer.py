@@ -127,7 +127,9 @@ class Tokenizer:
         if folder.is_dir() and not path.is_file():
             legacy = _load_legacy_files(folder)
             if legacy is not None:
-                return cls(legacy, guess_specials(legacy))
+                specials = guess_specials(legacy)
+                legacy.add_special_tokens(list(dict.fromkeys(specials.values())))  # never split them
+                return cls(legacy, specials)
         if not path.is_file():
             raise DataError(f"no tokenizer.json in {folder}; train one with `lmforge tokenizer train` "
                             "or point to a folder that has one")
@@ -192,6 +194,8 @@ def train_tokenizer(kind: str, vocab_size: int, inputs: Iterable[str | Path] | I
     try:
         backend.train_from_iterator(texts, trainer=trainer)
     except Exception as error:  # the tokenizers library raises plain Exceptions for untrainable input
+        if texts.error is not None:
+            raise texts.error from None
         if texts.count == 0:
             raise DataError("the inputs hold no text to train a tokenizer on; check the files are not empty") from None
         raise DataError(f"could not train a {kind} tokenizer with {vocab_size} tokens ({error}); "
@@ -205,16 +209,20 @@ def train_tokenizer(kind: str, vocab_size: int, inputs: Iterable[str | Path] | I
 
 
 class _CountingTexts:
-    """An iterator of texts that remembers how many it gave (to tell 'no text' from other failures)."""
+    """An iterator of texts that remembers how many it gave and the DataError that stopped it, if any."""
 
     def __init__(self, texts: Iterable[str]):
-        self.texts, self.count = iter(texts), 0
+        self.texts, self.count, self.error = iter(texts), 0, None
 
     def __iter__(self):
         return self
 
     def __next__(self) -> str:
-        text = next(self.texts)
+        try:
+            text = next(self.texts)
+        except DataError as error:  # the tokenizers library would hide it in a generic Exception
+            self.error = error
+            raise
         self.count += 1
         return text
 
