@@ -1,0 +1,79 @@
+"""`export_hf`: an lmforge model -> a Hugging Face checkpoint folder, when its architecture matches a
+supported model type exactly (the config must survive the round trip through that type's fields)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from ...errors import CheckpointError
+from ..atomic import atomic_folder
+from .formats import FORMATS
+from .mapping import strip_prefix, to_hf
+from .spec import ConfigReader, HFFormat
+from .tokenizer import save_hf_tokenizer
+
+ALWAYS_IGNORED = {"name", "extra", "mask_token_id"}  # the mask token lives in the tokenizer, not config.json
+TASK_FIELDS = {
+    "classifier_pool": ("sequence-classification",), "classifier_hidden_act": ("sequence-classification",),
+    "classifier_bias": ("sequence-classification",),
+    "classifier_dropout": ("sequence-classification", "token-classification"),
+    "num_labels": ("sequence-classification", "token-classification"),
+    "id2label": ("sequence-classification", "token-classification"), "mlm_transform": ("masked-lm",),
+}
+
+
+def export_hf(model, path: str | Path, model_type: str | None = None) -> Path:
+    """Write `model` as a Hugging Face folder: config.json, model.safetensors and, when the model has a
+    tokenizer, tokenizer.json + tokenizer_config.json. `model_type` picks the format (default: the
+    first of gpt2, bert, roberta, distilbert, bart, t5 whose fields express the architecture exactly);
+    a `CheckpointError` explains, per format, which field does not fit."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / "config.json").is_file())):
+        raise CheckpointError(f"{path} exists and is not a checkpoint folder; choose an empty or new folder")
+    fmt, state, hf_config = match_format(model, model_type)
+    with atomic_folder(path) as tmp:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+        if getattr(model, "tokenizer", None) is not None:
+            save_hf_tokenizer(model.tokenizer, tmp)
+    return path
+
+
+def match_format(model, model_type: str | None):
+    """(format, Hugging Face state dict, config.json dict) for the first format that fits `model`."""
+    if model_type is not None and model_type not in FORMATS:
+        raise CheckpointError(f"model_type {model_type!r} is not supported; choose one of {', '.join(FORMATS)}")
+    hinted = model.config.extra.get("model_type") if isinstance(model.config.extra, dict) else None
+    order = [model_type] if model_type else sorted(FORMATS, key=lambda t: t != hinted)
+    reasons = []
+    for name in order:
+        fmt = FORMATS[name]
+        try:
+            return fmt, *convert(fmt, model)
+        except CheckpointError as error:
+            reasons.append(f"{name}: {error}")
+    raise CheckpointError(f"this {model.config.family} {model.task} model matches no Hugging Face format "
+                          f"lmforge writes ({'; '.join(reasons)})")
+
+
+def convert(fmt: HFFormat, model) -> tuple[dict, dict]:
+    """The state dict and config.json of `model` in `fmt`; raises `CheckpointError` saying what does not fit."""
+    if model.task not in fmt.tasks:
+        raise CheckpointError(f"no {fmt.model_type} architecture has a {model.task} head")
+    architecture = fmt.architecture_for(model.task)
+    state = to_hf(fmt, model, architecture)
+    hf_config = {"model_type": fmt.model_type, "architectures": [architecture], **fmt.from_config(model.config)}
+    if model.task not in ("sequence-classification", "token-classification"):
+        hf_config.pop("id2label", None), hf_config.pop("label2id", None)
+    back = fmt.to_config(ConfigReader(hf_config, f"{fmt.model_type} config"), set(strip_prefix(fmt, state)), model.task)
+    differences = [f"{f.name}={getattr(model.config, f.name)!r} (the format gives {getattr(back, f.name)!r})"
+                   for f in dataclasses.fields(back)
+                   if f.name not in ALWAYS_IGNORED and model.task in TASK_FIELDS.get(f.name, (model.task,))
+                   and getattr(back, f.name) != getattr(model.config, f.name)]
+    if differences:
+        raise CheckpointError(", ".join(differences[:3]))
+    return state, hf_config

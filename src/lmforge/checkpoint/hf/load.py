@@ -1,0 +1,81 @@
+"""`load_hf`: a Hugging Face checkpoint folder -> an lmforge model (with its tokenizer)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from ...errors import CheckpointError, ConfigError
+from ..io import CONFIG_FILE, read_checkpoint_config
+from .formats import FORMATS
+from .mapping import shorten, strip_prefix, to_lmforge
+from .spec import ConfigReader, HFFormat
+from .tokenizer import load_hf_tokenizer
+from .weights import read_hf_weights
+
+
+def load_hf(path: str | Path, task: str | None = None):
+    """Load a Hugging Face checkpoint folder (config.json with `model_type`, weights in model.safetensors,
+    sharded safetensors with an index, or pytorch_model.bin) of type gpt2, bert, distilbert, roberta,
+    bart or t5 as an lmforge model.
+
+    The head follows the config's `architectures` (e.g. BertForSequenceClassification ->
+    sequence-classification, keeping id2label); `task` overrides it. Head weights the checkpoint lacks
+    are initialised and reported with a warning; every other weight must be present and used.
+    The folder's tokenizer (tokenizer.json, vocab.txt, vocab.json + merges.txt or spiece.model)
+    becomes `model.tokenizer` (None when the folder has none)."""
+    from ...models.build import build_model
+
+    path = Path(path)
+    config_path = path / CONFIG_FILE
+    data = read_checkpoint_config(path)
+    fmt = format_of(data, config_path)
+    architecture = (data.get("architectures") or [None])[0]
+    task = resolve_task(fmt, architecture, task, config_path)
+    hf_state, origin = read_hf_weights(path)
+    hf_state, origin = strip_prefix(fmt, hf_state), strip_prefix(fmt, origin)
+    try:
+        config = fmt.to_config(ConfigReader(data, config_path), set(hf_state), task)
+        config.name = str(data.get("_name_or_path") or path.name)
+        config.extra = {"source": "huggingface", "model_type": fmt.model_type, "architecture": architecture}
+        tokenizer = load_hf_tokenizer(path)
+        if tokenizer is not None and tokenizer.mask_id is not None and tokenizer.mask_id < config.vocab_size:
+            config.mask_token_id = tokenizer.mask_id
+        model = build_model(config, task)
+    except ConfigError as error:
+        raise CheckpointError(f"{config_path}: {error}") from None
+    mapped = to_lmforge(fmt, model, hf_state, origin, source=str(path))
+    if mapped.initialised:
+        warnings.warn(f"{path}: newly initialised {task} weights (not in the checkpoint): "
+                      f"{shorten(mapped.initialised)}; train them before use", stacklevel=2)
+    if mapped.unused:
+        warnings.warn(f"{path}: weights of another head, not used by the {task} model: {shorten(mapped.unused)}",
+                      stacklevel=2)
+    model.load_state_dict(mapped.state, strict=False)
+    model.tokenizer = tokenizer
+    return model
+
+
+def format_of(data: dict, config_path: Path) -> HFFormat:
+    model_type = data.get("model_type")
+    if model_type not in FORMATS:
+        raise CheckpointError(f"{config_path}: model_type {model_type!r} is not supported; lmforge converts "
+                              f"{', '.join(FORMATS)} checkpoints")
+    return FORMATS[model_type]
+
+
+def resolve_task(fmt: HFFormat, architecture: str | None, task: str | None, config_path: Path) -> str:
+    """The lmforge task for a checkpoint: `task` if given, else from the architecture (none: embedding)."""
+    if task is not None:
+        if task not in fmt.tasks:
+            raise CheckpointError(f"{config_path}: task {task!r} is not available for {fmt.model_type} "
+                                  f"checkpoints; choose one of: {', '.join(fmt.tasks)}")
+        return task
+    if architecture is None:
+        return "embedding"
+    if architecture in fmt.unsupported:
+        raise CheckpointError(f"{config_path}: {architecture} is not supported: {fmt.unsupported[architecture]}")
+    if architecture not in fmt.architectures:
+        raise CheckpointError(f"{config_path}: architecture {architecture} is not supported; lmforge reads "
+                              f"{', '.join(fmt.architectures)} (or pass task= to choose a head)")
+    return fmt.architectures[architecture]
