@@ -10,7 +10,7 @@ from .errors import LmforgeError
 
 # Each module in lmforge.commands defines `register(subparsers)`, which adds its parser and sets
 # `run=function(args) -> int`. Add a command by adding its module name here.
-COMMANDS = ["info", "tokenizer", "prepare"]
+COMMANDS = ["info", "tokenizer", "prepare", "convert", "pretrain"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,8 @@ def load_hf_tokenizer(folder: str | Path) -> Tokenizer | None:
     settings = read_settings(folder)
     if (folder / "tokenizer.json").is_file():
         backend = Backend.from_file(str(folder / "tokenizer.json"))
+        backend.no_padding()  # transformers pads and truncates per call, not as saved in the file
+        backend.no_truncation()
     elif (folder / "vocab.txt").is_file():
         backend = wordpiece(folder / "vocab.txt", settings)
     elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():

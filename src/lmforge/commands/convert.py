@@ -1,0 +1,32 @@
+"""`lmforge convert SRC DST [--to hf|lmforge]`: Hugging Face <-> lmforge checkpoint folders."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert", help="convert a checkpoint between the Hugging Face and lmforge formats",
+        description="Read SRC (a Hugging Face folder of type gpt2, bert, distilbert, roberta, bart or t5, or an "
+                    "lmforge checkpoint) and write DST as an lmforge checkpoint (default) or, with --to hf, "
+                    "as a Hugging Face folder that transformers loads.")
+    parser.add_argument("src", metavar="SRC", help="checkpoint folder to read")
+    parser.add_argument("dst", metavar="DST", help="folder to write (new, or a checkpoint to replace)")
+    parser.add_argument("--to", choices=("lmforge", "hf"), default="lmforge", help="format of DST (default lmforge)")
+    parser.add_argument("--task", default=None,
+                        help="head to load from a Hugging Face SRC (default: from its `architectures`)")
+    parser.add_argument("--model-type", default=None,
+                        help="with --to hf: the Hugging Face model_type to write (default: the first that fits)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from .. import load
+    from ..checkpoint.hf import export_hf
+
+    model = load(args.src, task=args.task)
+    if args.to == "hf":
+        export_hf(model, args.dst, model_type=args.model_type)
+    else:
+        model.save(args.dst, card={"description": f"Converted by lmforge from {args.src}."})
+    print(f"wrote {args.dst} ({args.to}, {model.config.family} {model.task}, {model.num_parameters():,} parameters)")
+    return 0
