@@ -17,6 +17,7 @@ from .spec import ConfigReader, HFFormat
 from .tokenizer import save_hf_tokenizer
 
 ALWAYS_IGNORED = {"name", "extra", "mask_token_id"}  # the mask token lives in the tokenizer, not config.json
+DERIVED = {"d_head": "head_dim", "n_decoder_layers": "decoder_layers"}
 TASK_FIELDS = {
     "classifier_pool": ("sequence-classification",), "classifier_hidden_act": ("sequence-classification",),
     "classifier_bias": ("sequence-classification",),
@@ -60,10 +61,21 @@ def match_format(model, model_type: str | None):
                           f"lmforge writes ({'; '.join(reasons)})")
 
 
+def effective(config, name: str):
+    """A field's value as the model uses it (d_head None means d_model // n_heads, no id2label means
+    LABEL_0, LABEL_1, ...)."""
+    if name == "id2label" and config.id2label is None:
+        return {i: f"LABEL_{i}" for i in range(config.num_labels)}
+    return getattr(config, DERIVED.get(name, name))
+
+
 def convert(fmt: HFFormat, model) -> tuple[dict, dict]:
     """The state dict and config.json of `model` in `fmt`; raises `CheckpointError` saying what does not fit."""
     if model.task not in fmt.tasks:
         raise CheckpointError(f"no {fmt.model_type} architecture has a {model.task} head")
+    family = fmt.to_config(ConfigReader(fmt.from_config(model.config), "config"), set(), model.task).family
+    if family != model.config.family:
+        raise CheckpointError(f"{fmt.model_type} is a {family} model type")
     architecture = fmt.architecture_for(model.task)
     state = to_hf(fmt, model, architecture)
     hf_config = {"model_type": fmt.model_type, "architectures": [architecture], **fmt.from_config(model.config)}
@@ -73,7 +85,7 @@ def convert(fmt: HFFormat, model) -> tuple[dict, dict]:
     differences = [f"{f.name}={getattr(model.config, f.name)!r} (the format gives {getattr(back, f.name)!r})"
                    for f in dataclasses.fields(back)
                    if f.name not in ALWAYS_IGNORED and model.task in TASK_FIELDS.get(f.name, (model.task,))
-                   and getattr(back, f.name) != getattr(model.config, f.name)]
+                   and effective(back, f.name) != effective(model.config, f.name)]
     if differences:
         raise CheckpointError(", ".join(differences[:3]))
     return state, hf_config

@@ -131,8 +131,7 @@ def to_hf(fmt: HFFormat, model, architecture: str) -> dict[str, torch.Tensor]:
             done.update(our_names)
     left = [n for n in state if n not in done]
     if left:
-        raise CheckpointError(f"lmforge weights {shorten(left)} have no {fmt.model_type} renaming rule; this "
-                              f"architecture cannot be expressed in the {fmt.model_type} format")
+        raise CheckpointError(f"no {fmt.model_type} weight holds {shorten(left, 3)}")
     return out
 
 
