@@ -4,10 +4,11 @@ from . import presets
 from .checkpoint.io import load
 from .config import ModelConfig
 from .errors import LmforgeError
+from .infer import pipeline
 from .models import LmforgeModel, ModelOutput, build_model
 from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = ["ModelConfig", "presets", "build_model", "load", "LmforgeModel", "ModelOutput", "Tokenizer",
-           "LmforgeError", "__version__"]
+           "LmforgeError", "pipeline", "__version__"]

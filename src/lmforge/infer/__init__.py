@@ -2,5 +2,6 @@
 
 from .generate import generate, stream
 from .options import GenerationOptions
+from .pipelines import pipeline
 
-__all__ = ["generate", "stream", "GenerationOptions"]
+__all__ = ["generate", "stream", "GenerationOptions", "pipeline"]

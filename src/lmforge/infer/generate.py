@@ -28,7 +28,7 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     `GenerationOptions` (keyword arguments override `options`). Returns (B, start + new) ids."""
     options = GenerationOptions.make(options, **overrides)
     run = _Run(model, input_ids, attention_mask, options)
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         if options.num_beams > 1:
             return beam_search(run.stepper, run.sequence, run.prompt_len, run.history, run.processors,
                                options, run.stop_ids, run.pad_id, run.generator)
@@ -52,7 +52,7 @@ def stream(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None =
 def _stream(model, run: "_Run") -> Iterator[torch.Tensor]:
     """Run the decoding steps in eval and inference mode, but hand each token over outside them, so
     the caller's own code between tokens runs in its usual mode."""
-    with _eval_mode(model):
+    with eval_mode(model):
         steps = run.tokens()
         while True:
             with torch.inference_mode():
@@ -63,7 +63,7 @@ def _stream(model, run: "_Run") -> Iterator[torch.Tensor]:
 
 
 @contextmanager
-def _eval_mode(model):
+def eval_mode(model):
     """No dropout while decoding; the model's training flag is restored afterwards."""
     was_training = model.training
     model.eval()
