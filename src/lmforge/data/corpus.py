@@ -67,10 +67,10 @@ def prepare_corpus(inputs: Iterable[str | Path], tokenizer: Tokenizer, out: str 
             for batch in _batches(iter_documents(files, blank_line_docs=blank_line_docs, text_field=text_field,
                                                  errors=errors)):
                 encodings = tokenizer.backend.encode_batch([d.text for d in batch], add_special_tokens=False)
-                for document, encoding in zip(batch, encodings):
-                    split = "valid" if _is_valid(writers["train"].documents + writers["valid"].documents,
-                                                 valid_fraction) else "train"
-                    writers[split].add(encoding.ids, separator)
+                first = writers["train"].documents + writers["valid"].documents
+                is_valid = [_is_valid(first + i, valid_fraction) for i in range(len(batch))]
+                for split, wanted in (("train", False), ("valid", True)):
+                    writers[split].add([e.ids for e, v in zip(encodings, is_valid) if v == wanted], separator)
                 batch_bytes = sum(d.nbytes for d in batch)
                 source_bytes += batch_bytes
                 bar.update(batch_bytes)
@@ -117,7 +117,7 @@ def _batches(documents: Iterator[Document]) -> Iterator[list[Document]]:
 
 
 class _ShardWriter:
-    """Appends documents to {split}.bin and their end offsets to {split}.docs.bin."""
+    """Appends documents to {split}.bin and their end offsets to {split}.docs.bin, a batch at a time."""
 
     def __init__(self, folder: Path, split: str, dtype: np.dtype):
         self.dtype, self.documents, self.tokens = dtype, 0, 0
@@ -125,12 +125,18 @@ class _ShardWriter:
         self.docs_file = open(folder / f"{split}.docs.bin", "wb")
         np.zeros(1, dtype=np.int64).tofile(self.docs_file)  # offsets start at 0
 
-    def add(self, ids: list[int], separator: int | None) -> None:
-        tokens = np.asarray(ids + ([] if separator is None else [separator]), dtype=self.dtype)
+    def add(self, documents: list[list[int]], separator: int | None) -> None:
+        """Append documents (lists of ids), each followed by `separator` when there is one."""
+        if not documents:
+            return
+        extra = 0 if separator is None else 1
+        lengths = np.array([len(d) + extra for d in documents], dtype=np.int64)
+        tokens = np.fromiter((i for d in documents for i in (d + [separator] if extra else d)), dtype=self.dtype,
+                             count=int(lengths.sum()))
         tokens.tofile(self.token_file)
-        self.tokens += len(tokens)
-        self.documents += 1
-        np.asarray([self.tokens], dtype=np.int64).tofile(self.docs_file)
+        (self.tokens + np.cumsum(lengths)).tofile(self.docs_file)
+        self.tokens += int(lengths.sum())
+        self.documents += len(documents)
 
     def close(self) -> None:
         self.token_file.close()
