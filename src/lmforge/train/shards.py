@@ -20,10 +20,20 @@ class ModelShards:
 
         return StateDictOptions(full_state_dict=True, **extra)
 
+    def reshard(self) -> None:
+        """Put every FSDP unit back into its sharded state: a forward pass without backward (evaluation)
+        leaves the root's parameters gathered, and state dicts must see the registered shards."""
+        from torch.distributed.fsdp import FSDPModule
+
+        for module in self.wrapped.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
+
     def full_model(self) -> nn.Module:
         """A module holding every weight (on rank 0 for FSDP; other ranks get the sharded model)."""
         if not self.fsdp:
             return self.model
+        self.reshard()
         import torch.distributed as dist
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
@@ -43,6 +53,7 @@ class ModelShards:
             return optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
+        self.reshard()
         return get_optimizer_state_dict(self.wrapped, optimizer, options=self._options())
 
     def load_model(self, weights: dict[str, torch.Tensor], load: Callable[[nn.Module, dict], None]) -> None:

@@ -1,0 +1,74 @@
+"""Data parallel training on CPU with gloo: 2 processes (DDP, or FSDP) reach the weights of 1 process
+that trains on the same global batches; only rank 0 writes the run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lmforge.train import Distributed, Trainer, TrainSettings
+from train_helpers import patterned_rows, tiny_gpt, token_factory
+
+SETTINGS = dict(max_steps=6, batch_size=8, lr=3e-3, warmup_steps=2, log_every=1, eval_every=3, eval_batches=2,
+                save_every=3)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_rank(rank: int, world: int, port: int, fsdp: bool, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        rows = patterned_rows()
+        trainer = Trainer(tiny_gpt(bias=False), TrainSettings(**SETTINGS), token_factory(rows),
+                          lambda: token_factory(rows[:8])(4, 0, 1), out_dir=out, dist=Distributed.from_env("cpu"),
+                          fsdp=fsdp, progress=False)
+        trainer.fit()
+    finally:
+        dist.destroy_process_group()
+
+
+def single_process(out) -> Trainer:
+    rows = patterned_rows()
+    trainer = Trainer(tiny_gpt(bias=False), TrainSettings(**SETTINGS), token_factory(rows),
+                      lambda: token_factory(rows[:8])(4, 0, 1), out_dir=out, progress=False)
+    trainer.fit()
+    return trainer
+
+
+def final_weights(out) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "final" / "model.safetensors"))
+
+
+def losses(out) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_processes_match_one(tmp_path, fsdp):
+    reference = single_process(tmp_path / "one")
+    mp.spawn(train_rank, args=(2, free_port(), fsdp, str(tmp_path / "two")), nprocs=2, join=True)
+    two = final_weights(tmp_path / "two")
+    one = final_weights(tmp_path / "one")
+    assert two.keys() == one.keys()
+    worst = max(float((two[k] - one[k]).abs().max()) for k in one)
+    assert worst <= 1e-5, worst
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-5)
+    state = json.loads((tmp_path / "two" / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2 and len(state["rng"]) == 2 and state["step"] == 6
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["tokens"] == reference.tokens == 6 * 8 * 16
