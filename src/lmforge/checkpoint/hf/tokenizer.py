@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tokenizers import Regex
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
@@ -15,6 +16,7 @@ from ...errors import CheckpointError
 from ...tokenizer import SPECIAL_ROLES, Tokenizer, guess_specials
 
 SPECIAL_FILES = ("tokenizer_config.json", "special_tokens_map.json")
+UNIGRAM, UNKNOWN, CONTROL = 1, 2, 3  # SentencePiece's model type and piece types
 
 
 def load_hf_tokenizer(folder: str | Path) -> Tokenizer | None:
@@ -106,15 +108,33 @@ def byte_level_bpe(vocab_path: Path, merges_path: Path) -> Backend:
 
 
 def sentencepiece(model_path: Path) -> Backend:
-    """A SentencePiece Unigram model (T5's spiece.model), read by the `tokenizers` library."""
-    from tokenizers.implementations import SentencePieceUnigramTokenizer
-
+    """A SentencePiece Unigram model (T5's spiece.model) rebuilt for the `tokenizers` library: the
+    model's own normaliser (precompiled character map, extra-space removal), "▁" for spaces with a
+    dummy prefix, its pieces and scores; T5 framing `text </s>`."""
     try:
-        wrapper = SentencePieceUnigramTokenizer.from_spm(str(model_path))
-    except Exception as error:  # protobuf / sentencepiece errors vary by version
-        raise CheckpointError(f"{model_path} cannot be read as a SentencePiece model ({error}); "
-                              "provide tokenizer.json instead") from None
-    backend = Backend.from_str(wrapper.to_str())
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError:
+        raise CheckpointError(f"{model_path} needs the sentencepiece package to be read "
+                              "(pip install sentencepiece), or provide tokenizer.json instead") from None
+    proto = sentencepiece_model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(model_path.read_bytes())
+    except Exception as error:  # protobuf's DecodeError
+        raise CheckpointError(f"{model_path} is not a SentencePiece model ({error})") from None
+    if proto.trainer_spec.model_type != UNIGRAM:
+        raise CheckpointError(f"{model_path} is a SentencePiece model of type {proto.trainer_spec.model_type}; "
+                              "lmforge reads Unigram models (T5) only; provide tokenizer.json instead")
+    backend = Backend(models.Unigram([(p.piece, p.score) for p in proto.pieces], proto.trainer_spec.unk_id,
+                                     proto.trainer_spec.byte_fallback))
+    spec = proto.normalizer_spec
+    steps = [normalizers.Precompiled(spec.precompiled_charsmap)] if spec.precompiled_charsmap else []
+    if spec.remove_extra_whitespaces:  # only spaces: SentencePiece keeps newlines and tabs
+        steps += [normalizers.Replace(Regex(r"\A +| +\z"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
+    backend.normalizer = normalizers.Sequence(steps)
+    scheme = "always" if spec.add_dummy_prefix else "never"
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme, split=False)
+    backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme=scheme, split=False)
+    backend.add_special_tokens([p.piece for p in proto.pieces if p.type in (UNKNOWN, CONTROL)])
     eos = backend.token_to_id("</s>")
     if eos is not None:
         backend.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
