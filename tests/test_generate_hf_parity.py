@@ -91,11 +91,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-@pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("eos", ["model", "frequent"])
-def test_same_tokens_as_hugging_face(pair, case, seed, eos):
+def test_same_tokens_as_hugging_face(pair, case, eos):
     hf, ours = pair
-    ids, mask = prompts(hf, seed)
+    ids, mask = prompts(hf, seed=CASES.index(case))  # different prompts for every case
     stop = hf.config.eos_token_id if eos == "model" else frequent_token(hf, ids, mask)
     options = dict(max_new_tokens=16, eos_token_id=stop, **case)
     expected = hf.generate(input_ids=ids, attention_mask=mask, do_sample=False, **options)
