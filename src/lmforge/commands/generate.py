@@ -1,0 +1,42 @@
+"""`lmforge generate MODEL [TEXT ...]`: continue prompts with a causal LM, streaming tokens as they come."""
+
+from __future__ import annotations
+
+import sys
+
+from .textio import (add_common, add_generation_flags, generation_overrides, make_pipeline, print_json, read_texts,
+                     warnings_on_stderr)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("generate", help="continue text with a decoder (causal-lm) model",
+                                   description="Continue each prompt (TEXT arguments, or one per line on stdin). "
+                                               "Greedy by default; --sample, --num-beams for other strategies. "
+                                               "Prints tokens as they are produced unless --json, --no-stream "
+                                               "or beam search.")
+    add_common(parser)
+    add_generation_flags(parser, max_new_tokens=50)
+    parser.add_argument("--no-stream", action="store_true", help="print each result when it is complete")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    texts = read_texts(args)
+    with warnings_on_stderr("generate"):
+        generator = make_pipeline("text-generation", args)
+        options = generation_overrides(args, generator.model.tokenizer)
+        if args.json or args.no_stream or options["num_beams"] > 1:
+            for text, result in zip(texts, generator(texts, **options)):
+                if args.json:
+                    print_json({"input": text, **result})
+                else:
+                    print(result["generated_text"], flush=True)
+            return 0
+        for text in texts:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            for piece in generator.stream(text, **options):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+    return 0
