@@ -29,7 +29,6 @@ SETTING_HELP = {
 
 def register(subparsers) -> None:
     from ..train.carbon import DEFAULT_COUNTRY
-    from ..train.settings import TrainSettings
 
     parser = subparsers.add_parser("pretrain", help="pretrain a model on prepared token shards",
                                    description=__doc__.split("\n\n")[0] + " Settings come from --run-config "
@@ -52,6 +51,14 @@ def register(subparsers) -> None:
     parser.add_argument("--fsdp", action="store_true", help="shard the model with FSDP under torchrun")
     parser.add_argument("--device", default=None, help="cpu or cuda:N (default: this rank's GPU, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_setting_flags(parser)
+    parser.set_defaults(run=run)
+
+
+def add_setting_flags(parser) -> None:
+    """One flag per `TrainSettings` field (--max-steps, --lr, ...), each overriding --run-config."""
+    from ..train.settings import TrainSettings
+
     settings = parser.add_argument_group("training settings (override --run-config)")
     for field in dataclasses.fields(TrainSettings):
         flag = "--" + field.name.replace("_", "-")
@@ -61,7 +68,6 @@ def register(subparsers) -> None:
             kind = float if field.name == "clip_norm" else type(field.default)
             settings.add_argument(flag, type=kind, default=None, metavar=field.name.upper(),
                                   help=SETTING_HELP.get(field.name))
-    parser.set_defaults(run=run)
 
 
 def run(args) -> int:
