@@ -106,6 +106,7 @@ class Trainer:
         self.window = {"loss": 0.0, "steps": 0}  # training loss since the last log record
         self.last_eval: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
+        self.stop_reason: str | None = None  # set by `request_stop` (early stopping, time budgets)
         self.segment_start = time.perf_counter()
 
     # ---- paths -------------------------------------------------------------------------------
@@ -129,7 +130,7 @@ class Trainer:
         bar = self._progress_bar()
         self.wrapped.train()
         try:
-            while self.step < self.settings.max_steps:
+            while self.step < self.settings.max_steps and self.stop_reason is None:
                 loss, grad_norm, tokens = self._train_step(batches)
                 self.step += 1
                 self.tokens += tokens
@@ -236,6 +237,12 @@ class Trainer:
         return TrainingError(f"out of memory at step {self.step + 1} with {self.micro_batch} sequences per "
                              f"forward pass; raise grad_accum or lower batch_size / seq_len ({where})")
 
+    def request_stop(self, reason: str) -> None:
+        """End training after the current step (a callback's way to stop early): the step is logged,
+        evaluated and saved as the last one, and the summary records `reason` as `stopped_early`."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
     # ---- logging, evaluation, checkpoints ------------------------------------------------------
     def _after_step(self, loss: float, grad_norm: float, bar) -> None:
         s = self.settings
@@ -254,12 +261,14 @@ class Trainer:
             self.log.append(record)
             for callback in self.callbacks:
                 callback.on_log(self, record)
+        last = last or self.stop_reason is not None  # a stop asked for while logging ends with an evaluation
         if self.eval_batches is not None and ((s.eval_every and self.step % s.eval_every == 0) or last):
             self.last_eval = self.evaluate()
             metrics = {"step": self.step, **self.last_eval}
             self.log.append(metrics)
             for callback in self.callbacks:
                 callback.on_evaluate(self, metrics)
+        last = last or self.stop_reason is not None
         if self.out_dir is not None and ((s.save_every and self.step % s.save_every == 0) or last):
             self.save_checkpoint("last")
 
@@ -391,6 +400,8 @@ class Trainer:
             "energy_kwh": kwh, "co2_kg": kg, "energy_source": reading.source, "country": reading.country,
             "skipped_nonfinite": self.skipped, **{k: v for k, v in self.last_eval.items()},
         }
+        if self.stop_reason is not None:
+            summary["stopped_early"] = self.stop_reason
         if self.energy.problem:
             summary["energy_note"] = self.energy.problem
         if self.out_dir is not None:

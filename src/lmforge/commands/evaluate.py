@@ -1,0 +1,50 @@
+"""`lmforge evaluate`: score a checkpoint on a labelled file for its task; print and write metrics JSON.
+
+    lmforge evaluate --model runs/sst2/model --data sst2.dev.txt
+    lmforge evaluate --model runs/mt/model --data val.en val.de --num-beams 4 --out val.json
+
+classify: accuracy, macro-F1 (per class in the JSON); tag: entity precision/recall/F1 (seqeval);
+seq2seq: sacreBLEU and chrF (ROUGE-1/2/L with --rouge); clm: loss and perplexity.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    from ..finetune.tasks import TASKS
+    from .finetune import add_data_options
+
+    parser = subparsers.add_parser("evaluate", help="metrics of a checkpoint on a labelled file",
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, metavar="DIR", help="an lmforge or Hugging Face checkpoint")
+    parser.add_argument("--data", required=True, nargs="+", metavar="FILE",
+                        help="labelled data (seq2seq: SOURCE TARGET files, or one .jsonl)")
+    parser.add_argument("--task", choices=list(TASKS), help="default: the task the model's head serves")
+    parser.add_argument("--out", metavar="FILE", help="metrics JSON (default: metrics-<data name>.json here)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-examples", type=int, metavar="N", help="score N random examples only")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="seq2seq: tokens to generate")
+    parser.add_argument("--num-beams", type=int, default=1, help="seq2seq: beam search width")
+    parser.add_argument("--rouge", action="store_true", help="seq2seq: also ROUGE-1/2/L (summarization)")
+    add_data_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..errors import InputError
+    from ..eval.evaluate import evaluate
+    from .finetune import data_options
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    out = Path(args.out) if args.out else Path(f"metrics-{Path(args.data[0]).stem}.json")
+    metrics = evaluate(args.model, args.data, args.task, out=out, batch_size=args.batch_size,
+                       data_options=data_options(args), max_examples=args.max_examples,
+                       max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, rouge=args.rouge)
+    shown = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+    print(json.dumps(shown, indent=2))
+    print(f"metrics written to {out}")
+    return 0

@@ -1,0 +1,226 @@
+"""`finetune(...)`: one fine-tuning run, from a checkpoint or from scratch, through the training loop.
+
+    result = finetune("classify", "sst2.train.txt", "sst2.dev.txt", checkpoint="minilm/", out="runs/sst2",
+                      settings={"max_steps": 400, "batch_size": 32, "lr": 1e-4})
+    result.metrics["accuracy"], result.model_path, result.wall_s, result.energy_kwh
+
+The run folder `out` holds what `Trainer` writes (metrics.jsonl, checkpoints/{last,best}, summary.json,
+final/ = the last step) plus model/: the best checkpoint by the validation metric (accuracy, entity F1,
+BLEU or validation loss), a normal lmforge checkpoint with the label map and a fine-tuning model card,
+and finetune.json (the run: task, starting point, data, settings, metrics, time, energy).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import ConfigError
+from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSettings
+from .batching import LengthGroupedBatches, sorted_batches
+from .model import build_task_model, load_model, pad_id, resolve_source
+from .tasks import DataOptions, read_task_data, subset, task_spec
+
+MODEL_DIR = "model"
+RUN_FILE = "finetune.json"
+# Fine-tuning defaults (BERT's recipe: small learning rate, short warmup, linear decay, light weight decay).
+DEFAULT_SETTINGS = {"max_steps": 500, "batch_size": 32, "lr": 5e-5, "warmup_steps": 50, "schedule": "linear",
+                    "min_lr_ratio": 0.0, "weight_decay": 0.01, "beta2": 0.999, "eval_every": 100, "eval_batches": 0,
+                    "save_every": 0, "log_every": 10}
+
+Files = str | Path | Sequence[str | Path]
+
+
+@dataclass
+class FinetuneResult:
+    """What a run produced: the best validation metrics, the saved checkpoint and the cost."""
+
+    metrics: dict  # validation metrics of the best checkpoint (empty without validation data)
+    model_path: Path  # out/model
+    best_step: int | None
+    steps: int
+    wall_s: float
+    energy_kwh: float
+    co2_kg: float
+    energy_source: str
+    summary: dict  # the Trainer's summary
+    starting_point: str  # what was copied and what is new
+
+
+class EarlyStopping(Callback):
+    """Stop when `metric` has not improved for `patience` evaluations in a row."""
+
+    def __init__(self, metric: str, mode: str, patience: int):
+        if patience < 1:
+            raise ConfigError(f"patience must be >= 1 evaluation, got {patience}")
+        self.metric, self.mode, self.patience = metric, mode, patience
+        self.best: float | None = None
+        self.waited = 0
+
+    def on_evaluate(self, trainer, metrics: dict) -> None:
+        value = metrics.get(self.metric)
+        if value is None:
+            return
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best, self.waited = value, 0
+            return
+        self.waited += 1
+        if self.waited >= self.patience:
+            trainer.request_stop(f"{self.metric} did not improve for {self.patience} evaluations")
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "waited": self.waited}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.waited = state.get("best"), state.get("waited", 0)
+
+
+class TimeBudget(Callback):
+    """Stop once `seconds` of wall time (training and evaluation) have passed; checked at every log record."""
+
+    def __init__(self, seconds: float):
+        if seconds <= 0:
+            raise ConfigError(f"the time budget must be positive, got {seconds} s")
+        self.seconds = seconds
+
+    def on_log(self, trainer, record: dict) -> None:
+        if record["elapsed_s"] >= self.seconds:
+            trainer.request_stop(f"time budget of {self.seconds:.0f} s reached")
+
+
+def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | Path,
+             checkpoint=None, preset: str | None = None, from_scratch: bool = False, tokenizer=None,
+             settings: TrainSettings | dict | None = None, data_options: DataOptions | None = None,
+             max_train_examples: int | None = None, patience: int | None = None, time_budget_s: float | None = None,
+             best_metric: str | None = None, max_new_tokens: int = 64, overwrite: bool = False,
+             country: str | None = None, use_codecarbon: bool = False, progress: bool = True) -> FinetuneResult:
+    """Fine-tune for `task` (classify, tag, seq2seq, clm) on the `train` file(s), selecting the best
+    checkpoint on `valid` (seq2seq: [source, target] files or one .jsonl).
+
+    Start from `checkpoint` (folder or loaded model; backbone copied, new head initialised), or from random
+    weights with `from_scratch` (the checkpoint's or `preset`'s architecture; `tokenizer` folder or the
+    checkpoint's). `settings`: TrainSettings or a dict overriding DEFAULT_SETTINGS. `patience`: stop after
+    that many evaluations without improvement. `time_budget_s`: stop after that much wall time (the same
+    budget for a pretrained and a from-scratch arm). `best_metric` overrides the task's (accuracy, f1, bleu,
+    eval_loss). Returns a `FinetuneResult`; `out` must be new or empty unless `overwrite`."""
+    spec = task_spec(task)
+    out = _prepare_folder(Path(out), overwrite)
+    options = data_options or DataOptions()
+    settings = _settings(settings)
+    metric = best_metric or spec.metric
+    source = resolve_source(checkpoint, preset, from_scratch, tokenizer)
+    tok = source.tokenizer
+    train_data = read_task_data(task, train, tok, None, options)
+    labels = train_data.labels  # classify, tag: from the training file; None for seq2seq and clm
+    start = build_task_model(task, source, labels, from_scratch)
+    model = start.model
+    train_examples = subset(train_data, max_train_examples, settings.seed).examples
+    valid_examples = read_task_data(task, valid, tok, labels, options).examples if valid is not None else None
+    padding = pad_id(tok)
+
+    def train_batches(micro: int, rank: int, world: int):
+        return LengthGroupedBatches(train_examples, micro, padding, seed=settings.seed, rank=rank, world_size=world)
+
+    def eval_batches():
+        return sorted_batches(valid_examples, max(settings.batch_size, 32), padding)
+
+    def eval_fn(forward_model, batches, trainer):
+        from ..eval.evaluate import batch_metrics
+
+        scores = batch_metrics(trainer.model, task, batches, max_new_tokens=max_new_tokens)
+        return {k: v for k, v in scores.items() if isinstance(v, (int, float))}
+
+    callbacks = []
+    if patience is not None:
+        callbacks.append(EarlyStopping(metric, spec.mode, patience))
+    if time_budget_s is not None:
+        callbacks.append(TimeBudget(time_budget_s))
+    settings = settings.updated({"best_metric": metric, "best_mode": "min" if metric.endswith("loss") else spec.mode})
+    run = {"task": task, "head": spec.head, "starting_point": start.report(), "checkpoint": _name(checkpoint),
+           "preset": preset, "from_scratch": from_scratch, "train": _names(train), "valid": _names(valid),
+           "train_examples": len(train_examples), "valid_examples": len(valid_examples or []),
+           "labels": labels.names if labels is not None else None, "settings": settings.to_dict(),
+           "patience": patience, "time_budget_s": time_budget_s}
+    card = {"training_type": "fine-tuning", "objective": f"{task} ({spec.head})",
+            "data": f"{', '.join(run['train'])} ({len(train_examples):,} examples)",
+            "description": f"Fine-tuned by `lmforge finetune` for {task} from {run['checkpoint'] or preset}"
+                           f"{' (random weights)' if from_scratch else ''}."}
+    trainer = Trainer(model, settings, train_batches, eval_batches if valid_examples else None, out_dir=out,
+                      eval_fn=eval_fn, callbacks=callbacks, card=card, progress=progress,
+                      energy=EnergyMeter(country or "USA", use_codecarbon=use_codecarbon))
+    started = time.perf_counter()
+    summary = trainer.fit()
+    return _finish(out, trainer, summary, run, card, time.perf_counter() - started)
+
+
+def _settings(settings: TrainSettings | dict | None) -> TrainSettings:
+    if isinstance(settings, TrainSettings):
+        return settings.validate()
+    values = {**DEFAULT_SETTINGS, **(settings or {})}
+    values["warmup_steps"] = min(values["warmup_steps"], values["max_steps"])
+    return TrainSettings.from_dict(values)
+
+
+def _prepare_folder(out: Path, overwrite: bool) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the run")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{out} is not empty; choose a new folder, or pass --overwrite to replace it")
+        if not (out / RUN_FILE).is_file():
+            raise ConfigError(f"{out} is not empty and holds no fine-tuning run ({RUN_FILE}); "
+                              "--overwrite only replaces earlier runs, so choose another folder")
+        shutil.rmtree(out)
+    return out
+
+
+def _finish(out: Path, trainer: Trainer, summary: dict, run: dict, card: dict, wall: float) -> FinetuneResult:
+    """Save the best checkpoint (else the last) as out/model with a fine-tuning card, and write finetune.json."""
+    from ..checkpoint.atomic import write_text
+
+    best = next((c for c in trainer.callbacks if isinstance(c, BestCheckpoint)), None)
+    chosen = out / "checkpoints" / ("best" if best is not None and best.best is not None else "last")
+    metrics = dict(trainer.last_eval)
+    if best is not None and best.best_step is not None:
+        metrics = next((r for r in _records(out) if r.get("step") == best.best_step and best.metric in r), metrics)
+        metrics = {k: v for k, v in metrics.items() if k != "step"}
+    model = load_model(chosen)
+    compute = {"wall time": f"{wall:.1f} s", "energy": f"{summary['energy_kwh']:.6f} kWh ({summary['energy_source']})",
+               "CO2": f"{summary['co2_kg']:.6f} kg CO2eq"}
+    facts = {**card, "steps": summary["steps"], "compute": compute, "metrics": metrics or None,
+             "co2_eq_emissions": {"emissions": summary["co2_kg"] * 1000.0, "source": summary["energy_source"],
+                                  "training_type": "fine-tuning"}}
+    facts.pop("training_type")
+    model.save(out / MODEL_DIR, card=facts)
+    result = FinetuneResult(metrics=metrics, model_path=out / MODEL_DIR, best_step=best.best_step if best else None,
+                            steps=summary["steps"], wall_s=wall, energy_kwh=summary["energy_kwh"],
+                            co2_kg=summary["co2_kg"], energy_source=summary["energy_source"], summary=summary,
+                            starting_point=run["starting_point"])
+    record = {**run, "best_step": result.best_step, "metrics": metrics, "steps": result.steps,
+              "stopped_early": summary.get("stopped_early"), "wall_s": round(wall, 3),
+              "energy_kwh": result.energy_kwh, "co2_kg": result.co2_kg, "energy_source": result.energy_source,
+              "model": str(result.model_path)}
+    write_text(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
+    return result
+
+
+def _records(out: Path) -> list[dict]:
+    path = out / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if path.is_file() else []
+
+
+def _name(checkpoint) -> str | None:
+    if checkpoint is None or isinstance(checkpoint, (str, Path)):
+        return None if checkpoint is None else str(checkpoint)
+    return checkpoint.config.name or "a loaded model"
+
+
+def _names(files: Files | None) -> list[str]:
+    if files is None:
+        return []
+    return [str(f) for f in ([files] if isinstance(files, (str, Path)) else files)]

@@ -1,0 +1,126 @@
+"""The four fine-tuning tasks: which head each needs, which metric picks the best checkpoint, how its
+labelled files are read.
+
+    classify  sentence (pair) classification  -> sequence-classification head, best by accuracy
+    tag       token classification (CoNLL)    -> token-classification head,    best by entity F1
+    seq2seq   translation / summarization     -> seq2seq-lm head,              best by BLEU
+    clm       causal-LM adaptation on text    -> causal-lm head,               best by validation loss
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..data import LabelSet, TaskData, read_classification, read_conll, read_parallel
+from ..errors import ConfigError, DataError
+from ..tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    head: str  # the lmforge model task (head) it trains
+    metric: str  # the validation metric that selects the best checkpoint
+    mode: str  # "max" or "min" for that metric
+    family_advice: str  # what to do when the checkpoint's family has no such head
+    files: str  # how the task's data files are given, for messages
+
+
+TASKS = {
+    "classify": TaskSpec("classify", "sequence-classification", "accuracy", "max",
+                         "classification needs an encoder (BERT-like) or decoder (GPT-like) checkpoint; an "
+                         "encoder-decoder can learn it as text-to-text: use --task seq2seq with the label as target",
+                         "one labelled file (.csv/.tsv/.jsonl or `label text` lines)"),
+    "tag": TaskSpec("tag", "token-classification", "f1", "max",
+                    "tagging needs an encoder (BERT-like) or decoder (GPT-like) checkpoint; an encoder-decoder "
+                    "can learn it as text-to-text: use --task seq2seq",
+                    "one CoNLL file (`token<TAB>tag` lines)"),
+    "seq2seq": TaskSpec("seq2seq", "seq2seq-lm", "bleu", "max",
+                        "sequence-to-sequence needs an encoder-decoder (BART/T5-like) checkpoint; with a decoder use "
+                        "--task clm on `source target` text, with an encoder use --task classify or tag",
+                        "two line-aligned files (source, target) or one .jsonl with source/target fields"),
+    "clm": TaskSpec("clm", "causal-lm", "eval_loss", "min",
+                    "causal-LM fine-tuning needs a decoder (GPT-like) checkpoint; with an encoder-decoder use "
+                    "--task seq2seq",
+                    "one or more text files (.txt, .jsonl)"),
+}
+HEAD_TASKS = {spec.head: name for name, spec in TASKS.items()}
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The `TaskSpec` of a task name; an unknown name is a ConfigError listing the valid ones."""
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def task_of_head(head: str, where: str) -> str:
+    """The fine-tuning task that trains the lmforge head `head` (a checkpoint's task)."""
+    if head not in HEAD_TASKS:
+        raise ConfigError(f"{where} has a {head} head, which no fine-tuning task evaluates; give --task "
+                          f"({', '.join(TASKS)}) for a checkpoint with the matching head")
+    return HEAD_TASKS[head]
+
+
+@dataclass
+class DataOptions:
+    """How labelled files are read (the readers' format options)."""
+
+    max_length: int = 512  # tokens per example, special tokens included
+    text_field: str = "text"
+    pair_field: str | None = None
+    label_field: str = "label"
+    source_field: str = "source"
+    target_field: str = "target"
+    block_size: int = 128  # clm: tokens per packed training block
+    errors: str = "strict"
+
+
+def read_task_data(task: str, files: Sequence[str | Path], tokenizer: Tokenizer, labels: LabelSet | None = None,
+                   options: DataOptions | None = None) -> TaskData:
+    """Read the labelled `files` of `task` with `tokenizer`. With `labels` (the training set's), a label
+    the training data did not have is a DataError naming file and line."""
+    spec, options = task_spec(task), options or DataOptions()
+    files = [Path(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
+    expected = {"classify": (1,), "tag": (1,), "seq2seq": (1, 2)}.get(task)
+    if not files or (expected and len(files) not in expected):
+        raise DataError(f"--task {task} reads {spec.files}; got {len(files)} file(s)")
+    if task == "classify":
+        return read_classification(files[0], tokenizer, labels, text_field=options.text_field,
+                                   pair_field=options.pair_field, label_field=options.label_field,
+                                   max_length=options.max_length, errors=options.errors)
+    if task == "tag":
+        return read_conll(files[0], tokenizer, labels, max_length=options.max_length, errors=options.errors)
+    if task == "seq2seq":
+        return read_parallel(files[0], files[1] if len(files) == 2 else None, tokenizer,
+                             source_field=options.source_field, target_field=options.target_field,
+                             max_length=options.max_length, errors=options.errors)
+    return _read_text_blocks(files, tokenizer, options)
+
+
+def _read_text_blocks(files: list[Path], tokenizer: Tokenizer, options: DataOptions) -> TaskData:
+    """Causal-LM examples: the files' documents, each followed by EOS, packed into blocks of block_size."""
+    from ..data import iter_texts, pack
+
+    texts = list(iter_texts(files, text_field=options.text_field, errors=options.errors))
+    separator = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.sep_id
+    blocks = [block.tolist() for block in pack(tokenizer.encode_batch(texts, add_special_tokens=False),
+                                               options.block_size, separator)]
+    if not blocks:
+        raise DataError(f"{', '.join(map(str, files))} hold fewer than {options.block_size} tokens, not one "
+                        "training block; give more text or a smaller block size")
+    return TaskData([{"input_ids": b, "labels": b} for b in blocks], None)
+
+
+def subset(data: TaskData, count: int | None, seed: int = 0) -> TaskData:
+    """`count` examples drawn at random (seeded, in file order) for low-data studies; all when None."""
+    if count is None or count >= len(data.examples):
+        return data
+    if count < 1:
+        raise ConfigError(f"max_train_examples must be >= 1, got {count}")
+    keep = np.sort(np.random.default_rng(seed).choice(len(data.examples), size=count, replace=False))
+    return TaskData([data.examples[i] for i in keep], data.labels)
