@@ -12,6 +12,7 @@ if not hasattr(hf_loader, "load_hf"):
 import lmforge  # noqa: E402
 from lmforge.infer import generate  # noqa: E402
 
+pytestmark = pytest.mark.slow  # 42 cases x 2 libraries; about 2 minutes on 2 busy cores
 VOCAB = 99
 
 

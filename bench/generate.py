@@ -1,0 +1,92 @@
+"""Greedy generation speed: lmforge `generate` vs Hugging Face `generate` on the same converted model.
+
+Random GPT-2 models (Hugging Face, seeded) are saved, converted with `lmforge.load`, and both
+libraries generate exactly `--new-tokens` tokens (no EOS) in float32 on the CPU, at batch 1 and 8.
+Prints tokens/s (new tokens x batch / seconds, best of `--repeats`) and the ratio; also checks the
+two produced the same tokens.
+
+    python bench/generate.py                 # tiny, small and gpt2 (124M) sizes
+    python bench/generate.py --sizes tiny --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+SIZES = {  # n_layer, n_embd, n_head
+    "tiny": (2, 128, 4),
+    "small": (6, 384, 6),
+    "gpt2": (12, 768, 12),
+}
+
+
+def hf_model(size: str):
+    import transformers
+
+    layers, width, heads = SIZES[size]
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=layers, n_embd=width, n_head=heads, vocab_size=50257, n_positions=1024)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    import lmforge
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prompt-tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    rows = []
+    for size in args.sizes:
+        hf = hf_model(size)
+        with tempfile.TemporaryDirectory() as folder:
+            hf.save_pretrained(folder)
+            ours = lmforge.load(folder).eval()
+        for batch in args.batches:
+            prompt = torch.randint(0, 50000, (batch, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
+            mask = torch.ones_like(prompt)
+            n = args.new_tokens
+
+            def run_hf():
+                with torch.inference_mode():
+                    return hf.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=n, do_sample=False,
+                                       eos_token_id=None, pad_token_id=0)
+
+            def run_ours():
+                return lmforge.infer.generate(ours, prompt, mask, max_new_tokens=n, eos_token_id=[])
+
+            same = torch.equal(run_hf(), run_ours())
+            hf_s, ours_s = best_time(run_hf, args.repeats), best_time(run_ours, args.repeats)
+            rows.append((size, sum(p.numel() for p in hf.parameters()), batch, n * batch / hf_s, n * batch / ours_s,
+                         same))
+            print(f"  {size} batch {batch}: hf {hf_s:.2f}s, lmforge {ours_s:.2f}s", flush=True)
+
+    print(f"\ngreedy, {args.new_tokens} new tokens after {args.prompt_tokens}, float32, CPU, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print("| model | parameters | batch | HF tokens/s | lmforge tokens/s | speed-up | same tokens |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for size, params, batch, hf_rate, our_rate, same in rows:
+        print(f"| gpt2-{size} (random) | {params / 1e6:.1f}M | {batch} | {hf_rate:,.0f} | {our_rate:,.0f} | "
+              f"{our_rate / hf_rate:.2f}x | {'yes' if same else 'NO'} |")
+
+
+if __name__ == "__main__":
+    main()
