@@ -1,0 +1,146 @@
+"""Fine-tuning: task heads on a copied backbone, the from-scratch baseline, best checkpoint by the task
+metric, early stopping, label maps in the checkpoint, every task end to end on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import lmforge
+from lmforge.errors import ConfigError, DataError
+from lmforge.finetune import build_task_model, finetune, resolve_source
+from lmforge.finetune.tasks import read_task_data
+from finetune_helpers import (bpe_tokenizer, sentiment_lines, tagged_sentences, wordpiece_tokenizer, write_conll,
+                              write_lines)
+
+QUICK = {"max_steps": 40, "batch_size": 16, "lr": 3e-3, "warmup_steps": 4, "eval_every": 20, "log_every": 10}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    tokenizer = wordpiece_tokenizer(root / "tok")
+    return {"root": root, "tok": root / "tok", "tokenizer": tokenizer,
+            "train": write_lines(root / "train.txt", sentiment_lines(96, seed=1)),
+            "valid": write_lines(root / "valid.txt", sentiment_lines(40, seed=2)),
+            "tag_train": write_conll(root / "train.conll", tagged_sentences(96, seed=3)),
+            "tag_valid": write_conll(root / "valid.conll", tagged_sentences(30, seed=4))}
+
+
+@pytest.fixture(scope="module")
+def encoder_checkpoint(files):
+    """A tiny BERT (masked-LM head) checkpoint with the test tokenizer, as pretraining would leave it."""
+    config = lmforge.presets.get("tiny-bert").replace(vocab_size=files["tokenizer"].vocab_size, dropout=0.0,
+                                                      attention_dropout=0.0)
+    model = lmforge.build_model(config, "masked-lm")
+    model.tokenizer = files["tokenizer"]
+    return model.save(files["root"] / "bert")
+
+
+def test_backbone_is_copied_and_the_new_head_reported(files, encoder_checkpoint):
+    source = resolve_source(encoder_checkpoint)
+    labels = read_task_data("classify", files["train"], source.tokenizer).labels
+    start = build_task_model("classify", source, labels)
+    ours, theirs = start.model.state_dict(), source.model.state_dict()
+    assert sorted(start.initialised) == ["head.out.bias", "head.out.weight"]
+    assert set(start.unused) == {k for k in theirs if k.startswith("head.")}  # the MLM head is dropped
+    assert start.copied == len(ours) - 2
+    for name, tensor in ours.items():
+        if not name.startswith("head."):
+            assert torch.equal(tensor, theirs[name]), name
+    assert start.model.config.id2label == {0: "0", 1: "1"} and start.model.task == "sequence-classification"
+    assert "head.out.weight" in start.report()
+
+
+def test_from_scratch_keeps_the_architecture_but_not_the_weights(files, encoder_checkpoint):
+    source = resolve_source(encoder_checkpoint, from_scratch=True)
+    start = build_task_model("tag", source, read_task_data("tag", files["tag_train"], source.tokenizer).labels,
+                             from_scratch=True)
+    assert start.copied == 0 and "random weights" in start.report()
+    embed = start.model.state_dict()["embed.weight"]
+    assert embed.shape == source.model.embed.weight.shape and not torch.equal(embed, source.model.embed.weight)
+
+
+def test_classifier_learns_keeps_the_best_checkpoint_and_its_label_map(files, encoder_checkpoint, tmp_path):
+    result = finetune("classify", files["train"], files["valid"], checkpoint=encoder_checkpoint, out=tmp_path / "run",
+                      settings=QUICK, progress=False)
+    evaluations = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+                   if "accuracy" in line]
+    best = max(evaluations, key=lambda r: r["accuracy"])
+    assert result.metrics["accuracy"] == best["accuracy"] >= 0.9  # the words decide the label: learnable
+    assert result.best_step == best["step"] and result.steps == QUICK["max_steps"]
+    model = lmforge.load(result.model_path)
+    assert model.task == "sequence-classification" and model.config.id2label == {0: "0", 1: "1"}
+    classify = lmforge.pipeline("text-classification", model)
+    assert classify("the film was superb and lovely")["label"] == "1"
+    assert classify("the film was awful and dull")["label"] == "0"
+    record = json.loads((tmp_path / "run" / "finetune.json").read_text())
+    assert record["labels"] == ["0", "1"] and record["metrics"]["accuracy"] == result.metrics["accuracy"]
+    assert result.wall_s > 0 and result.energy_kwh > 0
+
+
+def test_max_train_examples_and_early_stopping(files, encoder_checkpoint, tmp_path):
+    # A learning rate too small to change any prediction: accuracy cannot improve after the first evaluation.
+    settings = {**QUICK, "lr": 1e-9, "eval_every": 2, "max_steps": 40}
+    result = finetune("classify", files["train"], files["valid"], checkpoint=encoder_checkpoint, out=tmp_path / "run",
+                      settings=settings, max_train_examples=24, patience=2, progress=False)
+    assert result.steps == 6 and "did not improve for 2 evaluations" in result.summary["stopped_early"]
+    assert result.best_step == 2
+    assert json.loads((tmp_path / "run" / "finetune.json").read_text())["train_examples"] == 24
+
+
+def test_tagger_from_a_preset_reports_entity_f1(files, tmp_path):
+    settings = {**QUICK, "max_steps": 60, "eval_every": 30}
+    result = finetune("tag", files["tag_train"], files["tag_valid"], preset="tiny-bert", from_scratch=True,
+                      tokenizer=files["tok"], out=tmp_path / "run", settings=settings, progress=False)
+    assert result.metrics["f1"] >= 0.8  # names and places are fixed words: learnable in a few steps
+    model = lmforge.load(result.model_path)
+    assert model.config.id2label == {0: "O", 1: "B-LOC", 2: "B-PER", 3: "I-LOC"}
+    entities = lmforge.pipeline("ner", model)("alice was in rome city")
+    assert [e["entity_group"] for e in entities] == ["PER", "LOC"]
+
+
+def test_causal_lm_adaptation_lowers_the_validation_loss(files, tmp_path):
+    bpe_tokenizer(tmp_path / "bpe")
+    text = write_lines(tmp_path / "text.txt", [line.split(" ", 1)[1] for line in sentiment_lines(200, seed=5)])
+    valid = write_lines(tmp_path / "valid.txt", [line.split(" ", 1)[1] for line in sentiment_lines(60, seed=6)])
+    from lmforge.finetune.tasks import DataOptions
+
+    result = finetune("clm", text, valid, preset="tiny-gpt2", from_scratch=True, tokenizer=tmp_path / "bpe",
+                      out=tmp_path / "run", settings={**QUICK, "eval_every": 5}, data_options=DataOptions(block_size=32),
+                      progress=False)
+    losses = [json.loads(line)["eval_loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if "eval_loss" in line]
+    assert losses[-1] < losses[0] - 1.0 and result.metrics["eval_loss"] == min(losses)
+    assert result.metrics["eval_ppl"] == pytest.approx(torch.tensor(min(losses)).exp().item(), rel=1e-6)
+
+
+def test_a_label_the_training_data_lacks_is_refused(files, encoder_checkpoint, tmp_path):
+    valid = write_lines(tmp_path / "valid.txt", ["1 good film", "2 a neutral film"])
+    with pytest.raises(DataError, match=r"valid.txt:2: label '2' was not in the training data"):
+        finetune("classify", files["train"], valid, checkpoint=encoder_checkpoint, out=tmp_path / "run",
+                 settings=QUICK, progress=False)
+
+
+def test_classify_on_an_encoder_decoder_explains_what_works(files, tmp_path):
+    model = lmforge.build_model("tiny-bart")
+    model.tokenizer = files["tokenizer"]
+    with pytest.raises(ConfigError, match="encoder-decoder model.*use --task seq2seq"):
+        finetune("classify", files["train"], files["valid"], checkpoint=model.save(tmp_path / "bart"),
+                 out=tmp_path / "run", settings=QUICK, progress=False)
+
+
+def test_starting_points_that_cannot_work_are_refused(files, tmp_path):
+    with pytest.raises(ConfigError, match="needs a tokenizer"):
+        resolve_source(preset="tiny-bert", from_scratch=True)
+    with pytest.raises(ConfigError, match="pass --from-scratch"):
+        resolve_source(preset="tiny-bert", tokenizer=files["tok"])
+    with pytest.raises(lmforge.LmforgeError, match="has no tokenizer"):
+        resolve_source(lmforge.build_model("tiny-bert").save(tmp_path / "bare"))
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        finetune("classify", files["train"], out=tmp_path / "busy", preset="tiny-bert", from_scratch=True,
+                 tokenizer=files["tok"])
