@@ -70,7 +70,10 @@ class Tokenizer:
     def fingerprint(self) -> str:
         """A short hash of the vocabulary, pipeline and special roles: token shards record it so that a
         model is never trained on ids from another tokenizer."""
-        canonical = json.dumps({"tokenizer": json.loads(self.backend.to_str()), "specials": self.specials},
+        # Unigram scores do not survive a save/load bit for bit (the last digit of a float may change),
+        # so floats enter the hash rounded to 8 significant digits.
+        pipeline = json.loads(self.backend.to_str(), parse_float=lambda text: f"{float(text):.8g}")
+        canonical = json.dumps({"tokenizer": pipeline, "specials": self.specials},
                                sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 

@@ -101,8 +101,8 @@ class LmforgeModel(nn.Module):
             raise InputError("the embedding task has no labels; use a sequence-classification head to train")
         if self.task == "sequence-classification" and self.config.num_labels == 1:
             return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-        if self.task == "causal-lm":
-            logits, labels = logits[:, :-1], labels[:, 1:]  # (B, T-1, V): position t predicts token t+1
+        if self.task == "causal-lm":  # position t predicts token t+1; the last position predicts nothing
+            labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T), no copy of the logits
         if logits.shape[:-1] != labels.shape:
             raise InputError(f"labels have shape {tuple(labels.shape)} but the {self.task} head "
                              f"expects {tuple(logits.shape[:-1])}")
