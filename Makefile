@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast bench clean
+.PHONY: install demo test test-fast clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/lmforge demo --out runs/demo $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

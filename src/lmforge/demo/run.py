@@ -152,7 +152,7 @@ def run_demo(out: str | Path, quick: bool = False, overwrite: bool = False, seed
         "arms": results,
     }
     summary["verdict"] = verdict(summary)
-    summary["use_it"] = f'lmforge classify --model {results[0]["checkpoint"]} "Return the number of bytes in the buffer."'
+    summary["use_it"] = f'lmforge classify {results[0]["checkpoint"]} "Return the number of bytes in the buffer."'
     images = plot_curves(summary, out)
     write_html(summary, out, images)
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
