@@ -65,3 +65,12 @@ def bpe_tokenizer(folder: Path):
     tokenizer = train_tokenizer("bpe", 300, iter(vocabulary_text()), min_frequency=1)
     tokenizer.save(folder)
     return tokenizer
+
+
+def labelled_files(root: Path, tag_train: int = 96, tag_valid: int = 30) -> dict:
+    """A WordPiece tokenizer folder and sentiment / CoNLL train and valid files under `root`."""
+    return {"root": root, "tok": root / "tok", "tokenizer": wordpiece_tokenizer(root / "tok"),
+            "train": write_lines(root / "train.txt", sentiment_lines(96, seed=1)),
+            "valid": write_lines(root / "valid.txt", sentiment_lines(40, seed=2)),
+            "tag_train": write_conll(root / "train.conll", tagged_sentences(tag_train, seed=3)),
+            "tag_valid": write_conll(root / "valid.conll", tagged_sentences(tag_valid, seed=4))}

@@ -15,21 +15,14 @@ from lmforge.cli import main
 from lmforge.eval.evaluate import evaluate
 from lmforge.finetune import finetune
 from lmforge.tokenizer import train_tokenizer
-from finetune_helpers import (sentiment_lines, tagged_sentences, vocabulary_text, wordpiece_tokenizer, write_conll,
-                              write_lines)
+from finetune_helpers import labelled_files, sentiment_lines, tagged_sentences, vocabulary_text, write_lines
 
 QUICK = {"max_steps": 30, "batch_size": 16, "lr": 3e-3, "warmup_steps": 3, "eval_every": 15, "log_every": 10}
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evaluate")
-    wordpiece_tokenizer(root / "tok")
-    return {"root": root, "tok": root / "tok",
-            "train": write_lines(root / "train.txt", sentiment_lines(96, seed=1)),
-            "valid": write_lines(root / "valid.txt", sentiment_lines(40, seed=2)),
-            "tag_train": write_conll(root / "train.conll", tagged_sentences(64, seed=3)),
-            "tag_valid": write_conll(root / "valid.conll", tagged_sentences(24, seed=4))}
+    return labelled_files(tmp_path_factory.mktemp("evaluate"), tag_train=64, tag_valid=24)
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,14 @@ import lmforge
 from lmforge.errors import ConfigError, DataError
 from lmforge.finetune import build_task_model, finetune, resolve_source
 from lmforge.finetune.tasks import read_task_data
-from finetune_helpers import (bpe_tokenizer, sentiment_lines, tagged_sentences, wordpiece_tokenizer, write_conll,
-                              write_lines)
+from finetune_helpers import bpe_tokenizer, labelled_files, sentiment_lines, write_lines
 
 QUICK = {"max_steps": 40, "batch_size": 16, "lr": 3e-3, "warmup_steps": 4, "eval_every": 20, "log_every": 10}
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("finetune")
-    tokenizer = wordpiece_tokenizer(root / "tok")
-    return {"root": root, "tok": root / "tok", "tokenizer": tokenizer,
-            "train": write_lines(root / "train.txt", sentiment_lines(96, seed=1)),
-            "valid": write_lines(root / "valid.txt", sentiment_lines(40, seed=2)),
-            "tag_train": write_conll(root / "train.conll", tagged_sentences(96, seed=3)),
-            "tag_valid": write_conll(root / "valid.conll", tagged_sentences(30, seed=4))}
+    return labelled_files(tmp_path_factory.mktemp("finetune"))
 
 
 @pytest.fixture(scope="module")
