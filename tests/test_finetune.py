@@ -137,3 +137,13 @@ def test_starting_points_that_cannot_work_are_refused(files, tmp_path):
     with pytest.raises(ConfigError, match="not empty"):
         finetune("classify", files["train"], out=tmp_path / "busy", preset="tiny-bert", from_scratch=True,
                  tokenizer=files["tok"])
+
+
+def test_a_decoder_classifier_reads_the_last_token(files):
+    source = resolve_source(preset="tiny-gpt2", from_scratch=True, tokenizer=files["tok"])
+    model = build_task_model("classify", source, read_task_data("classify", files["train"], source.tokenizer).labels,
+                             from_scratch=True).model.eval()
+    ids = torch.tensor([source.tokenizer.encode("the film was good"), source.tokenizer.encode("the film was bad")])
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert model.config.classifier_pool == "last" and not torch.allclose(logits[0], logits[1])

@@ -130,14 +130,18 @@ def build_task_model(task: str, source: Source, labels: LabelSet | None = None,
     if source.tokenizer.vocab_size > config.vocab_size:
         raise DataError(f"the tokenizer has {source.tokenizer.vocab_size:,} tokens but {where} has vocab_size "
                         f"{config.vocab_size:,}; use the tokenizer the model was trained with")
-    model = build_model(_with_labels(config, labels), spec.head)
+    model = build_model(_task_config(config, spec.head, labels), spec.head)
     model.tokenizer = source.tokenizer
     if from_scratch or source.model is None:
         return StartingPoint(model, f"{where} (random weights)", initialised=sorted(model.state_dict()))
     return _copy_weights(source.model, model, where)
 
 
-def _with_labels(config: ModelConfig, labels: LabelSet | None) -> ModelConfig:
+def _task_config(config: ModelConfig, head: str, labels: LabelSet | None) -> ModelConfig:
+    """The label map as num_labels / id2label; a decoder's sequence classifier reads the last real token
+    (in a causal model only the last position has seen the whole text), as GPT-2's does."""
+    if head == "sequence-classification" and config.family == "decoder" and config.classifier_pool == "first":
+        config = config.replace(classifier_pool="last")
     if labels is None:
         return config
     return config.replace(num_labels=len(labels), id2label=dict(enumerate(labels.names)))
