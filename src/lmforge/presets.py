@@ -20,6 +20,7 @@ def gpt2_like(**sizes) -> ModelConfig:
         family="decoder", vocab_size=50257, max_positions=1024, positions="learned",
         norm="layer", norm_eps=1e-5, norm_placement="pre", final_norm=True, activation="gelu_tanh",
         tie_embeddings=True, bos_token_id=50256, eos_token_id=50256,
+        classifier_pool="last", classifier_bias=False,  # GPT2ForSequenceClassification: last real token
         dropout=0.1, attention_dropout=0.1,
     )
     return ModelConfig(**{**defaults, **sizes})
