@@ -123,20 +123,21 @@ def run_demo(out: str | Path, quick: bool = False, overwrite: bool = False, seed
     say(f"   {pretrain['steps']} steps, {pretrain['tokens']:,} tokens in {pretrain['wall_s']:.0f} s; "
         f"validation MLM loss {pretrain['curve'][0].get('eval_loss', float('nan')):.2f} -> {pretrain['eval_loss']:.2f}")
 
-    arms = [("pretrained here (MLM)", dict(checkpoint=out / "pretrain" / "final")),
-            ("same architecture, from scratch", dict(checkpoint=out / "pretrain" / "final", from_scratch=True))]
+    # Both small arms get the same steps and learning rate; MiniLM, 20x larger, gets the usual BERT-size rate.
+    arms = [("pretrained here (MLM)", dict(checkpoint=out / "pretrain" / "final"), 1e-3),
+            ("same architecture, from scratch", dict(checkpoint=out / "pretrain" / "final", from_scratch=True), 1e-3)]
     minilm = minilm_folder() if (with_minilm and not quick) else None  # --quick skips the 22M-parameter arm
     if minilm is not None:
-        arms.append(("all-MiniLM-L6-v2 (real pretrained)", dict(checkpoint=minilm)))
-    settings = {"max_steps": budget.finetune_steps, "batch_size": budget.batch_size, "lr": 2e-4,
+        arms.append(("all-MiniLM-L6-v2 (real pretrained)", dict(checkpoint=minilm), 2e-4))
+    settings = {"max_steps": budget.finetune_steps, "batch_size": budget.batch_size,
                 "warmup_steps": budget.finetune_steps // 10, "eval_every": max(budget.finetune_steps // 6, 1),
                 "seed": seed}
     results = []
-    for index, (name, source) in enumerate(arms, start=1):
+    for index, (name, source, lr) in enumerate(arms, start=1):
         _phase(f"{2 + index}/{2 + len(arms)} fine-tuning: {name}", say)
         folder = out / "finetune" / f"arm{index}"
         options = DataOptions(max_length=budget.seq_len)  # every arm reads the same first tokens
-        result = finetune("classify", splits["train"], splits["valid"], out=folder, settings=settings,
+        result = finetune("classify", splits["train"], splits["valid"], out=folder, settings={**settings, "lr": lr},
                           data_options=options, progress=progress, use_codecarbon=True, **source)
         test = evaluate(result.model_path, splits["test"], "classify", data_options=options)
         results.append(_arm_summary(name, result, test, folder))
