@@ -11,6 +11,7 @@ Inputs are processed in batches of `batch_size` and cut to the model's maximum l
 
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Iterator
 
@@ -26,7 +27,7 @@ from .text import TextEncoder, check_not_empty
 TEXT2TEXT_KEYS = {"translation": "translation_text", "summarization": "summary_text", "text2text": "generated_text"}
 
 
-class Pipeline:
+class Pipeline(abc.ABC):
     """Loads the model if given a path, checks that its head serves the task, batches and truncates."""
 
     task = ""
@@ -55,8 +56,9 @@ class Pipeline:
                 results.extend(self._batch(texts[first:first + self.batch_size], **kwargs))
         return results[0] if single else results
 
+    @abc.abstractmethod
     def _batch(self, texts: list[str], **kwargs) -> list:
-        raise NotImplementedError
+        """The results of one batch of texts, in order (each task's own work)."""
 
 
 class FeatureExtraction(Pipeline):
