@@ -24,6 +24,7 @@ import torch
 
 from ..checkpoint.atomic import write_text
 from ..errors import ConfigError
+from ..train.metrics_log import MetricsLog
 from .report import plot_curves, terminal_table, write_html
 from .stdlib_corpus import build_task
 
@@ -197,7 +198,7 @@ def pretrain_encoder(shards, budget: DemoBudget, out: Path, seed: int, progress:
                       energy=EnergyMeter(use_codecarbon=True), progress=progress)
     initial = trainer.evaluate()
     summary = trainer.fit()
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    records = MetricsLog(out / "metrics.jsonl").read()
     curve = [{"step": 0, "eval_loss": initial.get("eval_loss")}] + [
         {"step": r["step"], "train_loss": r.get("loss"), "eval_loss": r.get("eval_loss")} for r in records]
     return {"steps": summary["steps"], "tokens": summary["tokens"], "wall_s": summary["wall_s"],
@@ -207,7 +208,7 @@ def pretrain_encoder(shards, budget: DemoBudget, out: Path, seed: int, progress:
 
 
 def _arm_summary(name: str, result, test: dict, folder: Path) -> dict[str, Any]:
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    records = MetricsLog(folder / "metrics.jsonl").read()
     curve = [{"step": r["step"], "train_loss": r.get("loss"), "eval_accuracy": r.get("eval_accuracy",
                                                                                       r.get("accuracy"))}
              for r in records]
