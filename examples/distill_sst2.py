@@ -52,7 +52,7 @@ def distill_task(work: Path, steps: int = 100, batch_size: int = 16) -> int:
                  "--train", str(SST2 / "sst2.train.txt"), "--valid", str(SST2 / "sst2.dev.txt"),
                  "--student-layers", "3", "--max-steps", str(steps), "--batch-size", str(batch_size),
                  "--lr", "1e-4", "--warmup-steps", str(steps // 10), "--weight-decay", "0.01", "--beta2", "0.999",
-                 "--eval-every", str(steps), "--eval-batches", "0", "--save-every", "0", "--log-every", "10",
+                 "--eval-every", str(steps // 4), "--eval-batches", "0", "--save-every", "0", "--log-every", "10",
                  "--best-metric", "eval_accuracy", "--best-mode", "max", "--speed-batches", "14", "--no-codecarbon"])
 
 
@@ -101,13 +101,20 @@ def distill_mlm(work: Path, teach_steps: int = 300, steps: int = 150) -> int:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)  # the machine is shared: one thread each avoids spinning OpenMP workers
-    stage, work = sys.argv[1], Path(sys.argv[2])
-    if stage == "teacher":
-        raise SystemExit(finetune_teacher(work))
-    elif stage == "task":
-        raise SystemExit(distill_task(work))
-    elif stage == "mlm":
-        raise SystemExit(distill_mlm(work))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=["teacher", "task", "mlm"])
+    parser.add_argument("work", type=Path)
+    parser.add_argument("--steps", type=int, help="training steps (default: 150 teacher, 100 task, 150 mlm)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default 16)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine may be shared)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    sized = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
+    if args.stage == "teacher":
+        raise SystemExit(finetune_teacher(args.work, **sized))
+    elif args.stage == "task":
+        raise SystemExit(distill_task(args.work, **sized))
     else:
-        raise SystemExit(f"unknown stage {stage!r}")
+        raise SystemExit(distill_mlm(args.work, **{"steps": args.steps} if args.steps else {}))

@@ -165,3 +165,21 @@ def test_bad_inputs_are_input_errors():
     with pytest.raises(InputError, match="beam search cannot stream"):
         stream(gpt, torch.tensor([[5, 6]]), num_beams=2)
     assert GenerationOptions.make(top_p=1.0).top_p == 1.0
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-t5", "tiny-bart"])
+def test_decoding_layout_of_the_lm_head_gives_the_training_layout_logits(name):
+    model = lively(name)
+    cache = model.new_cache(batch=1, max_len=4)
+    assert cache.output_weight is not None and cache.output_weight.shape == (model.config.d_model,
+                                                                              model.config.vocab_size)
+    assert model.new_cache(batch=3, max_len=4).output_weight is None  # a GEMM gains nothing from it
+    hidden = torch.randn(1, 1, model.config.d_model)
+    with torch.no_grad():
+        plain = model.lm_logits(hidden)
+        fast = model.lm_logits(hidden, cache)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    hidden.requires_grad_(True)  # with autograd the head's own parameter is used, so it gets gradients
+    model.lm_logits(hidden, cache).sum().backward()
+    head_weight = model.embed.weight if model.head.tied else model.head.weight
+    assert head_weight.grad is not None and head_weight.grad.abs().sum() > 0

@@ -60,7 +60,7 @@ class DecoderOnlyStepper(_Stepper):
     def _run(self, ids: torch.Tensor, new: int) -> torch.Tensor:
         self.length += new
         mask = None if self.mask is None else self.mask[:, :self.length]
-        return self.model(ids, attention_mask=mask, cache=self.cache).logits[:, -1].float()  # (B, V)
+        return self.model(ids, attention_mask=mask, cache=self.cache, last_only=True).logits[:, -1].float()  # (B, V)
 
     def prefill(self) -> torch.Tensor:
         return self._run(self.start, self.start.shape[1])
@@ -90,7 +90,7 @@ class EncoderDecoderStepper(_Stepper):
 
     def _decode(self, ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, V)
         out = self.model(attention_mask=self.source_mask, encoder_hidden_states=self.encoded,
-                         decoder_input_ids=ids, cache=self.cache)
+                         decoder_input_ids=ids, cache=self.cache, last_only=True)
         return out.logits[:, -1].float()
 
     def prefill(self) -> torch.Tensor:

@@ -65,7 +65,7 @@ class LmforgeModel(nn.Module):
                              f"got shape {tuple(input_ids.shape)} and dtype {input_ids.dtype}")
         if input_ids.numel() == 0:
             raise InputError(f"{name} is empty; give at least one token per sequence")
-        low, high = int(input_ids.min()), int(input_ids.max())
+        low, high = (int(bound) for bound in torch.aminmax(input_ids))
         if low < 0 or high >= self.config.vocab_size:
             bad = high if high >= self.config.vocab_size else low
             raise InputError(f"{name} holds token id {bad}, outside the model's vocabulary "
@@ -75,16 +75,21 @@ class LmforgeModel(nn.Module):
             raise InputError(f"{name} has {length} tokens but the model accepts at most "
                              f"{self.config.max_positions}; truncate the input to {self.config.max_positions} tokens")
 
-    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def lm_logits(self, hidden: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T, d) -> (B, T, V); a decoding cache may carry the head's matrix in its decoding layout."""
+        if cache is not None and cache.output_weight is not None:
+            return self.head(hidden, self.embed.weight, cache.output_weight)
         return self.head(hidden, self.embed.weight)
 
     def finish(self, hidden: torch.Tensor, mask: torch.Tensor | None, labels: torch.Tensor | None,
-               pooled: torch.Tensor | None = None, encoder_hidden: torch.Tensor | None = None) -> ModelOutput:
-        """Apply the task head to the last hidden states (B, T, d) and compute the loss when labels are given."""
+               pooled: torch.Tensor | None = None, encoder_hidden: torch.Tensor | None = None,
+               cache: KVCache | None = None, last_only: bool = False) -> ModelOutput:
+        """Apply the task head to the last hidden states (B, T, d) and compute the loss when labels are
+        given. `last_only`: language-model logits for the last position only (B, 1, V), for decoding."""
         from .heads import sentence_embedding
 
         if self.task in ("causal-lm", "seq2seq-lm", "masked-lm"):
-            logits = self.lm_logits(hidden)
+            logits = self.lm_logits(hidden[:, -1:] if last_only else hidden, cache)
         elif self.task == "sequence-classification":
             logits = self.head(hidden, mask, pooled)
         elif self.task == "token-classification":
@@ -126,10 +131,14 @@ class LmforgeModel(nn.Module):
         return sum(p.numel() for p in params.values())
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
-        """An empty, preallocated KV cache for decoding up to `max_len` tokens."""
+        """An empty, preallocated KV cache for decoding up to `max_len` tokens. For one or two rows of a
+        language model it also holds the output matrix in the layout that decodes fastest."""
         c = self.config
         n_layers = c.decoder_layers if c.is_encoder_decoder else c.n_layers
-        return KVCache(n_layers, batch, c.n_heads, c.head_dim, max_len, dtype=self.dtype, device=self.device)
+        cache = KVCache(n_layers, batch, c.n_heads, c.head_dim, max_len, dtype=self.dtype, device=self.device)
+        if batch <= 2 and isinstance(self.head, LMHead):
+            cache.output_weight = self.head.decoding_weight(self.embed.weight)  # (d, V)
+        return cache
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **options) -> torch.Tensor:
         """Generate token ids with the KV cache (greedy, sampling, beam search); see `lmforge.infer.generate`."""

@@ -20,11 +20,12 @@ class DecoderModel(LmforgeModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, cache: KVCache | None = None,
-                token_type_ids: torch.Tensor | None = None) -> ModelOutput:
+                token_type_ids: torch.Tensor | None = None, last_only: bool = False) -> ModelOutput:
         """input_ids (B, T); attention_mask (B, past+T) covering cached tokens. Causal-LM labels are
-        the input ids themselves (shifted inside); -100 marks positions without a loss."""
+        the input ids themselves (shifted inside); -100 marks positions without a loss.
+        `last_only`: logits of the last position only (B, 1, V), as decoding needs."""
         past = cache.length if cache is not None else 0
         self.check_input_ids(input_ids, past)
         hidden = self.decoder(self.embed(input_ids), attention_mask, token_type_ids, cache=cache)  # (B, T, d)
         mask = attention_mask[:, past:] if attention_mask is not None else None
-        return self.finish(hidden, mask, labels)
+        return self.finish(hidden, mask, labels, cache=cache, last_only=last_only)

@@ -40,9 +40,11 @@ class EncoderDecoderModel(LmforgeModel):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, decoder_input_ids: torch.Tensor | None = None,
                 decoder_attention_mask: torch.Tensor | None = None,
-                encoder_hidden_states: torch.Tensor | None = None, cache: KVCache | None = None) -> ModelOutput:
+                encoder_hidden_states: torch.Tensor | None = None, cache: KVCache | None = None,
+                last_only: bool = False) -> ModelOutput:
         """input_ids/attention_mask (B, S): the source. decoder_input_ids (B, T), or built from labels
-        (B, T) by shifting right. encoder_hidden_states skips the encoder (reused while decoding)."""
+        (B, T) by shifting right. encoder_hidden_states skips the encoder (reused while decoding).
+        `last_only`: logits of the last decoder position only (B, 1, V), as decoding needs."""
         if encoder_hidden_states is None:
             if input_ids is None:
                 raise InputError("give input_ids (or encoder_hidden_states) to an encoder-decoder model")
@@ -57,4 +59,5 @@ class EncoderDecoderModel(LmforgeModel):
         self.check_input_ids(decoder_input_ids, past, name="decoder_input_ids")
         hidden = self.decoder(self.embed(decoder_input_ids), decoder_attention_mask, context=encoder_hidden_states,
                               context_mask=attention_mask, cache=cache)  # (B, T, d)
-        return self.finish(hidden, decoder_attention_mask, labels, encoder_hidden=encoder_hidden_states)
+        return self.finish(hidden, decoder_attention_mask, labels, encoder_hidden=encoder_hidden_states,
+                           cache=cache, last_only=last_only)

@@ -36,8 +36,11 @@ class Block(nn.Module):
 
     def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer: Callable[[torch.Tensor], torch.Tensor]):
         if self.pre_norm:
-            return x + self.dropout(sublayer(norm(x)))
-        return norm(x + self.dropout(sublayer(x)))
+            return x + self._drop(sublayer(norm(x)))
+        return norm(x + self._drop(sublayer(x)))
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(x) if self.training else x  # in eval, not even the module call (decoding speed)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,

@@ -8,7 +8,8 @@ from ..errors import InputError
 
 
 class KVCache:
-    """Keys and values of every decoder layer, preallocated for `max_len` tokens.
+    """Keys and values of every decoder layer, preallocated for `max_len` tokens (and, optionally,
+    the output matrix in decoding layout: the state one generation keeps between steps).
 
     Self-attention appends the new tokens' keys/values at `length`; the stack advances `length`
     once per forward pass. Cross-attention keys/values are computed from the encoder output on
@@ -23,6 +24,7 @@ class KVCache:
         self.max_len = max_len
         self.length = 0
         self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
+        self.output_weight: torch.Tensor | None = None  # (d, V): the LM head's matrix for one-row decoding
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store (B, H, T, D) keys/values after the cached ones; return all of them (B, H, length+T, D)."""
@@ -30,9 +32,10 @@ class KVCache:
         if end > self.max_len:
             raise InputError(f"KV cache holds {self.max_len} tokens but {end} were needed; "
                              "create the cache with a larger max_len")
-        self.keys[layer, :, :, self.length:end] = k
-        self.values[layer, :, :, self.length:end] = v
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+        keys, values = self.keys[layer], self.values[layer]  # (B, H, max_len, D)
+        keys.narrow(2, self.length, k.shape[2]).copy_(k)
+        values.narrow(2, self.length, v.shape[2]).copy_(v)
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
 
     def advance(self, n_tokens: int) -> None:
         self.length += n_tokens

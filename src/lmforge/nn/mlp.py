@@ -31,4 +31,4 @@ class MLP(nn.Module):
             hidden = self.act(self.up(x))
         else:
             hidden = self.act(self.gate(x)) * self.up(x)  # (B, T, d_ff)
-        return self.down(self.dropout(hidden))
+        return self.down(self.dropout(hidden) if self.training else hidden)

@@ -71,7 +71,7 @@ class Stack(nn.Module):
             x = x + self.token_types(token_type_ids)
         if self.embed_norm is not None:
             x = self.embed_norm(x)
-        x = self.dropout(x)
+        x = self.dropout(x) if self.training else x
 
         mask, is_causal = self_attention_mask(length, key_mask, self.causal, past, embeds.device)
         if self.relative_bias is not None:
@@ -87,5 +87,6 @@ class Stack(nn.Module):
         if cache is not None:
             cache.advance(length)
         if self.final_norm is not None:
-            x = self.dropout(self.final_norm(x))
+            x = self.final_norm(x)
+            x = self.dropout(x) if self.training else x
         return x
