@@ -65,10 +65,11 @@ def _distill(args, dist) -> int:
     from ..distill.sources import labelled_sources, shard_sources
     from ..errors import ConfigError
     from ..train import EnergyMeter, seed_everything
+    from ..train.folders import check_run_folder
     from .pretrain import _settings
 
     out = Path(args.out)
-    _check_out(out, args.overwrite)
+    check_run_folder(out, args.overwrite, marker="metrics.jsonl")
     weights = LossWeights(args.alpha_ce, args.alpha_hard, args.alpha_cos, args.temperature).validate()
     teacher = load(args.teacher)
     objective = objective_for(teacher.task, args.objective)
@@ -105,15 +106,3 @@ def _distill(args, dist) -> int:
         print(format_report(report))
         print(f"distilled {summary['steps']:,} steps in {summary['wall_s']:.1f} s; student: {out / 'final'}")
     return 0
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    from ..errors import ConfigError
-
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder for the run")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out} is not empty; pass --overwrite to replace it, or choose another --out")
-        if not (out / "metrics.jsonl").is_file():
-            raise ConfigError(f"{out} is not empty and holds no lmforge run; choose a new or empty folder")

@@ -21,6 +21,7 @@ from typing import Sequence
 
 from ..errors import ConfigError
 from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSettings
+from ..train.folders import check_run_folder
 from .batching import LengthGroupedBatches, sorted_batches
 from .model import build_task_model, load_model, pad_id, resolve_source
 from .tasks import DataOptions, read_task_data, subset, task_spec
@@ -166,15 +167,9 @@ def _settings(settings: TrainSettings | dict | None) -> TrainSettings:
 
 
 def _prepare_folder(out: Path, overwrite: bool) -> Path:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder for the run")
+    check_run_folder(out, overwrite, marker=RUN_FILE)
     if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out} is not empty; choose a new folder, or pass --overwrite to replace it")
-        if not (out / RUN_FILE).is_file():
-            raise ConfigError(f"{out} is not empty and holds no fine-tuning run ({RUN_FILE}); "
-                              "--overwrite only replaces earlier runs, so choose another folder")
-        shutil.rmtree(out)
+        shutil.rmtree(out)  # an earlier fine-tuning run, and --overwrite was given
     return out
 
 
