@@ -2,8 +2,8 @@
 
 Random GPT-2 models (Hugging Face, seeded) are saved, converted with `lmforge.load`, and both
 libraries generate exactly `--new-tokens` tokens (no EOS) in float32 on the CPU, at batch 1 and 8.
-Prints tokens/s (new tokens x batch / seconds, best of `--repeats`) and the ratio; also checks the
-two produced the same tokens.
+Prints tokens/s (new tokens x batch / seconds, best of `--repeats` interleaved runs) and the ratio;
+also checks the two produced the same tokens.
 
     python bench/generate.py                 # tiny, small and gpt2 (124M) sizes
     python bench/generate.py --sizes tiny --repeats 5
@@ -33,14 +33,18 @@ def hf_model(size: str):
     return transformers.GPT2LMHeadModel(config).eval()
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def best_times(fns, repeats: int) -> list[float]:
+    """Fastest of `repeats` timed calls of each function, the calls interleaved (a, b, a, b, ...) so
+    that both see the same machine when its load drifts; one untimed warm-up call each."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, record in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            record.append(time.perf_counter() - start)
+    return [min(record) for record in times]
 
 
 def main() -> None:
@@ -77,7 +81,7 @@ def main() -> None:
                 return lmforge.infer.generate(ours, prompt, mask, max_new_tokens=n, eos_token_id=[])
 
             same = torch.equal(run_hf(), run_ours())
-            hf_s, ours_s = best_time(run_hf, args.repeats), best_time(run_ours, args.repeats)
+            hf_s, ours_s = best_times([run_hf, run_ours], args.repeats)
             rows.append((size, sum(p.numel() for p in hf.parameters()), batch, n * batch / hf_s, n * batch / ours_s,
                          same))
             print(f"  {size} batch {batch}: hf {hf_s:.2f}s, lmforge {ours_s:.2f}s", flush=True)

@@ -56,7 +56,7 @@ def distill_task(work: Path, steps: int = 100, batch_size: int = 16) -> int:
                  "--best-metric", "eval_accuracy", "--best-mode", "max", "--speed-batches", "14", "--no-codecarbon"])
 
 
-def distill_mlm(work: Path, teach_steps: int = 300, steps: int = 150) -> int:
+def distill_mlm(work: Path, teach_steps: int = 2000, steps: int = 600) -> int:
     """Pretraining distillation: pretrain a 4-layer MLM on tinyshakespeare with `lmforge pretrain`, then
     distil it into 2 layers with DistilBERT's loss (5 / 2 / 1, T = 2) on the same shards."""
     import json
@@ -106,7 +106,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=["teacher", "task", "mlm"])
     parser.add_argument("work", type=Path)
-    parser.add_argument("--steps", type=int, help="training steps (default: 150 teacher, 100 task, 150 mlm)")
+    parser.add_argument("--steps", type=int, help="training steps (default: 150 teacher, 100 task, 600 mlm student)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default 16)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine may be shared)")
     args = parser.parse_args()

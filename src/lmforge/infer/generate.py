@@ -105,14 +105,17 @@ class _Run:
     def tokens(self) -> Iterator[torch.Tensor]:
         """Decode step by step, yielding the new tokens (B,); stops when every row has hit a stop token."""
         stop = torch.tensor(self.stop_ids, dtype=torch.long, device=self.sequence.device)
-        unfinished = torch.ones(self.sequence.shape[0], dtype=torch.bool, device=self.sequence.device)
+        batch = self.sequence.shape[0]
+        unfinished = torch.ones(batch, dtype=torch.bool, device=self.sequence.device)  # (B,)
+        some_finished = False  # known on the host, so rows are masked only once one has stopped
         logits = self.stepper.prefill()  # (B, V)
         for step in range(self.options.max_new_tokens):
             scores = logits
             if self.processors:
                 scores = apply_processors(self.processors, self._history(), scores)
             new = self._pick(scores)  # (B,)
-            new = torch.where(unfinished, new, self.pad_id)
+            if some_finished:
+                new = torch.where(unfinished, new, self.pad_id)
             self.sequence[:, self.length] = new
             if self.history is not None:
                 self.history[:, self.length] = new
@@ -120,8 +123,10 @@ class _Run:
             yield new
             if len(self.stop_ids):
                 unfinished &= ~torch.isin(new, stop)
-                if not bool(unfinished.any()):
+                running = int(unfinished.sum())  # the one host sync per step
+                if running == 0:
                     return
+                some_finished = running < batch
             if step + 1 < self.options.max_new_tokens:
                 logits = self.stepper.step(new)
 

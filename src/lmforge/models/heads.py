@@ -27,6 +27,7 @@ class LMHead(nn.Module):
             self.register_buffer("final_logits_bias", torch.zeros(config.vocab_size))
         else:
             self.final_logits_bias = None
+        self._decoding: tuple[tuple, torch.Tensor] | None = None  # (key of the matrix, its (d, V) copy)
 
     def forward(self, hidden: torch.Tensor, embedding: torch.Tensor,
                 decoding_weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -48,9 +49,19 @@ class LMHead(nn.Module):
     def decoding_weight(self, embedding: torch.Tensor) -> torch.Tensor:
         """A detached (d, V) contiguous copy of the output matrix. For a single row, x @ W^T reads a
         (V, d) matrix as V short dot products, which CPU BLAS runs 1.5-4x slower than the same product
-        from a (d, V) copy (memory-bound at full bandwidth); one-token decoding is dominated by it."""
+        from a (d, V) copy (memory-bound at full bandwidth); one-token decoding is dominated by it.
+
+        The copy is kept for later generations (one more V x d matrix in memory) and made again
+        whenever the matrix changes: a new tensor, an in-place update (its version counter), `.to()`."""
         weight = embedding if self.tied else self.weight
-        return weight.detach().t().contiguous()
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape))
+        if self._decoding is None or self._decoding[0] != key:
+            self._decoding = (key, weight.detach().t().contiguous())  # the transpose is a slow strided copy
+        return self._decoding[1]
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .half(), .cuda(): the copy would be stale
+        self._decoding = None
+        return super()._apply(fn, *args, **kwargs)
 
 
 class MaskedLMHead(nn.Module):
