@@ -2,8 +2,9 @@
 
 Random GPT-2 models (Hugging Face, seeded) are saved, converted with `lmforge.load`, and both
 libraries generate exactly `--new-tokens` tokens (no EOS) in float32 on the CPU, at batch 1 and 8.
-Prints tokens/s (new tokens x batch / seconds, best of `--repeats` interleaved runs) and the ratio;
-also checks the two produced the same tokens.
+Prints tokens/s (new tokens x batch / seconds, best of `--repeats` interleaved runs) and the ratio,
+beside the memory-bound limit (every weight read once per step at the measured read bandwidth), and
+checks the two produced the same tokens.
 
     python bench/generate.py                 # tiny, small and gpt2 (124M) sizes
     python bench/generate.py --sizes tiny --repeats 5
@@ -47,6 +48,29 @@ def best_times(fns, repeats: int) -> list[float]:
     return [min(record) for record in times]
 
 
+def read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Bytes/s at which this machine streams a float32 array from memory (the fastest of `repeats` sums)."""
+    data = torch.ones(megabytes * 2**20 // 4)
+    data.sum()
+    best = min(_timed(data.sum) for _ in range(repeats))
+    return data.numel() * 4 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bound_tokens_per_s(model, batch: int, bandwidth: float) -> float:
+    """The memory-bound limit of greedy decoding: each step must read every weight matrix once (the
+    position table and the token embedding's rows aside, which are read a row at a time), so
+    tokens/s <= batch * bandwidth / weight bytes. At small batches CPU decoding is bound by this."""
+    skipped = ("wpe.weight",)  # one row per token
+    weights = sum(p.numel() * p.element_size() for name, p in model.named_parameters() if not name.endswith(skipped))
+    return batch * bandwidth / weights
+
+
 def main() -> None:
     import lmforge
 
@@ -61,6 +85,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    bandwidth = read_bandwidth()
     rows = []
     for size in args.sizes:
         hf = hf_model(size)
@@ -83,17 +108,18 @@ def main() -> None:
             same = torch.equal(run_hf(), run_ours())
             hf_s, ours_s = best_times([run_hf, run_ours], args.repeats)
             rows.append((size, sum(p.numel() for p in hf.parameters()), batch, n * batch / hf_s, n * batch / ours_s,
-                         same))
+                         same, bound_tokens_per_s(hf, batch, bandwidth)))
             print(f"  {size} batch {batch}: hf {hf_s:.2f}s, lmforge {ours_s:.2f}s", flush=True)
 
     print(f"\ngreedy, {args.new_tokens} new tokens after {args.prompt_tokens}, float32, CPU, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| model | parameters | batch | HF tokens/s | lmforge tokens/s | speed-up | same tokens |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    for size, params, batch, hf_rate, our_rate, same in rows:
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}; memory read bandwidth {bandwidth / 1e9:.1f} GB/s")
+    print("| model | parameters | batch | HF tokens/s | lmforge tokens/s | speed-up | memory-bound limit | "
+          "HF / limit | lmforge / limit | same tokens |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for size, params, batch, hf_rate, our_rate, same, bound in rows:
         print(f"| gpt2-{size} (random) | {params / 1e6:.1f}M | {batch} | {hf_rate:,.0f} | {our_rate:,.0f} | "
-              f"{our_rate / hf_rate:.2f}x | {'yes' if same else 'NO'} |")
-
+              f"{our_rate / hf_rate:.2f}x | {bound:,.0f} | {hf_rate / bound:.0%} | {our_rate / bound:.0%} | "
+              f"{'yes' if same else 'NO'} |")
 
 if __name__ == "__main__":
     main()

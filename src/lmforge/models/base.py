@@ -131,12 +131,12 @@ class LmforgeModel(nn.Module):
         return sum(p.numel() for p in params.values())
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
-        """An empty, preallocated KV cache for decoding up to `max_len` tokens. For one or two rows of a
-        language model it also holds the output matrix in the layout that decodes fastest."""
+        """An empty, preallocated KV cache for decoding up to `max_len` tokens. For a single row of a
+        language model it also holds the output matrix in the layout that decodes it fastest."""
         c = self.config
         n_layers = c.decoder_layers if c.is_encoder_decoder else c.n_layers
         cache = KVCache(n_layers, batch, c.n_heads, c.head_dim, max_len, dtype=self.dtype, device=self.device)
-        if batch <= 2 and isinstance(self.head, LMHead):
+        if batch == 1 and isinstance(self.head, LMHead):
             cache.output_weight = self.head.decoding_weight(self.embed.weight)  # (d, V)
         return cache
 

@@ -39,9 +39,9 @@ class LMHead(nn.Module):
         rows = hidden.shape[:-1].numel()
         if torch.is_grad_enabled() or hidden.device.type != "cpu" or rows > 16:
             logits = F.linear(hidden, weight)
-        elif decoding_weight is not None and rows <= 2:
+        elif decoding_weight is not None and rows == 1:
             logits = hidden @ decoding_weight  # (B, T, d) @ (d, V): one streaming pass over the matrix
-        else:  # a few rows: CPU BLAS runs the tall-skinny (V, d) @ (d, rows) faster than (rows, d) @ (d, V)
+        else:  # 2-16 rows: CPU BLAS runs the tall-skinny (V, d) @ (d, rows) faster than (rows, d) @ (d, V)
             flat = hidden.reshape(rows, -1)  # (rows, d)
             logits = (weight @ flat.T).T.contiguous().reshape(*hidden.shape[:-1], -1)
         return logits if self.final_logits_bias is None else logits + self.final_logits_bias
