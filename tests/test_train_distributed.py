@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lmforge.train import Distributed, Trainer, TrainSettings
+from lmforge.train import Callback, Distributed, Trainer, TrainSettings
 from train_helpers import patterned_rows, tiny_gpt, token_factory
 
 SETTINGS = dict(max_steps=6, batch_size=8, lr=3e-3, warmup_steps=2, log_every=1, eval_every=3, eval_batches=2,
@@ -25,7 +25,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_rank(rank: int, world: int, port: int, fsdp: bool, out: str) -> None:
+class StopAfter(Callback):
+    """Ends the run after `step` (as an interruption would, but at a known step)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_log(self, trainer, record):
+        if record["step"] == self.step:
+            trainer.request_stop("test interruption")
+
+
+def train_rank(rank: int, world: int, port: int, fsdp: bool, out: str, stop_after: int = 0,
+               resume: bool = False) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -34,8 +46,8 @@ def train_rank(rank: int, world: int, port: int, fsdp: bool, out: str) -> None:
         rows = patterned_rows()
         trainer = Trainer(tiny_gpt(bias=False), TrainSettings(**SETTINGS), token_factory(rows),
                           lambda: token_factory(rows[:8])(4, 0, 1), out_dir=out, dist=Distributed.from_env("cpu"),
-                          fsdp=fsdp, progress=False)
-        trainer.fit()
+                          fsdp=fsdp, progress=False, callbacks=[StopAfter(stop_after)] if stop_after else [])
+        trainer.fit(resume=resume)
     finally:
         dist.destroy_process_group()
 
@@ -72,3 +84,17 @@ def test_two_processes_match_one(tmp_path, fsdp):
     assert state["world_size"] == 2 and len(state["rng"]) == 2 and state["step"] == 6
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["tokens"] == reference.tokens == 6 * 8 * 16
+
+
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_process_run_stopped_and_resumed_equals_the_uninterrupted_run(tmp_path, fsdp):
+    mp.spawn(train_rank, args=(2, free_port(), fsdp, str(tmp_path / "whole")), nprocs=2, join=True)
+    mp.spawn(train_rank, args=(2, free_port(), fsdp, str(tmp_path / "split"), 4), nprocs=2, join=True)
+    state = json.loads((tmp_path / "split" / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert state["step"] == 4  # stopped there, sharded optimizer state gathered into the checkpoint
+    mp.spawn(train_rank, args=(2, free_port(), fsdp, str(tmp_path / "split"), 0, True), nprocs=2, join=True)
+    whole, split = final_weights(tmp_path / "whole"), final_weights(tmp_path / "split")
+    assert whole.keys() == split.keys()
+    worst = max(float((whole[k] - split[k]).abs().max()) for k in whole)
+    assert worst == 0.0, worst
+    assert losses(tmp_path / "split") == losses(tmp_path / "whole")

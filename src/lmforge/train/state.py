@@ -70,7 +70,7 @@ def join_optimizer_state(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
     """The inverse of `split_optimizer_state`."""
     per_param: dict[Any, dict] = {}
     for key, value in list(tensors.items()) + list(meta["scalars"].items()):
-        index, name = key.split(".", 1)
+        index, name = key.rsplit(".", 1)  # FSDP keys are parameter names, dots and all; state names have none
         per_param.setdefault(int(index) if index.isdigit() else index, {})[name] = value
     groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
     return {"state": per_param, "param_groups": groups}
