@@ -41,8 +41,13 @@ class KVCache:
         self.length += n_tokens
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows `index` (beam search): every cached tensor is gathered along batch."""
-        self.keys = self.keys.index_select(1, index)
-        self.values = self.values.index_select(1, index)
+        """Keep batch rows `index` (beam search): every cached tensor is gathered along batch. Only the
+        filled part of the self-attention cache is copied; a change of batch size reallocates it."""
+        if index.numel() != self.keys.shape[1]:  # e.g. B -> B * num_beams
+            self.keys, self.values = self.keys.index_select(1, index), self.values.index_select(1, index)
+        else:
+            filled = (slice(None), slice(None), slice(None), slice(0, self.length))  # (L, B, H, length, D)
+            self.keys[filled] = self.keys[filled].index_select(1, index)
+            self.values[filled] = self.values[filled].index_select(1, index)
         self.cross = [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
                       for kv in self.cross]
