@@ -51,21 +51,13 @@ def best_times(fns, repeats: int) -> list[float]:
 def read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     """Bytes/s at which this machine streams a float32 array from memory (the fastest of `repeats` sums)."""
     data = torch.ones(megabytes * 2**20 // 4)
-    data.sum()
-    best = min(_timed(data.sum) for _ in range(repeats))
-    return data.numel() * 4 / best
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    return data.numel() * 4 / best_times([data.sum], repeats)[0]
 
 
 def bound_tokens_per_s(model, batch: int, bandwidth: float) -> float:
     """The memory-bound limit of greedy decoding: each step must read every weight matrix once (the
-    position table and the token embedding's rows aside, which are read a row at a time), so
-    tokens/s <= batch * bandwidth / weight bytes. At small batches CPU decoding is bound by this."""
+    tied token embedding once, by the LM head; the position table aside, as it is read a row per
+    token), so tokens/s <= batch * bandwidth / weight bytes. Small-batch CPU decoding is bound by it."""
     skipped = ("wpe.weight",)  # one row per token
     weights = sum(p.numel() * p.element_size() for name, p in model.named_parameters() if not name.endswith(skipped))
     return batch * bandwidth / weights
