@@ -210,3 +210,26 @@ def test_embedding_task_gives_unit_vectors():
     out = model(ids(3, 6)).logits
     assert out.shape == (3, 64)
     torch.testing.assert_close(out.norm(dim=-1), torch.ones(3))
+
+
+def test_masked_lm_loss_at_labelled_positions_only_equals_the_full_loss():
+    from lmforge.train.pretraining import masked_lm_loss
+
+    torch.manual_seed(0)
+    model = build_model(presets.get("tiny-bert"), "masked-lm").eval()
+    ids = torch.randint(5, model.config.vocab_size, (3, 10))
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 5], labels[1, 7], labels[2, 0] = 11, 12, 13, 14
+    full = model(ids, labels=labels)
+    sparse = model(ids, labels=labels, labelled_only=True)
+    assert sparse.logits.shape == (4, model.config.vocab_size)
+    torch.testing.assert_close(sparse.logits, full.logits[labels != -100])
+    torch.testing.assert_close(sparse.loss, full.loss)
+    grads = []
+    for loss in (lambda: model(ids, labels=labels).loss, lambda: masked_lm_loss(model, {"input_ids": ids, "labels": labels})):
+        model.zero_grad()
+        loss().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6)

@@ -85,7 +85,7 @@ def _pretrain(args, dist) -> int:
     from ..errors import ConfigError
     from ..models.build import build_model
     from ..train import EnergyMeter, Trainer, seed_everything
-    from ..train.pretraining import OBJECTIVE_NAMES, ShardBatches, build_objective
+    from ..train.pretraining import OBJECTIVE_NAMES, ShardBatches, build_objective, objective_loss
     from ..config import ModelConfig
     from ..train.settings import TrainSettings
 
@@ -119,7 +119,7 @@ def _pretrain(args, dist) -> int:
 
     has_valid = len(shards.valid) >= window
     trainer = Trainer(model, settings, train_batches, eval_batches if has_valid else None, out_dir=out, card=card,
-                      dist=dist, fsdp=run_spec["fsdp"],
+                      dist=dist, fsdp=run_spec["fsdp"], loss_fn=objective_loss(run_spec["objective"]),
                       energy=EnergyMeter(run_spec["country"], use_codecarbon=not args.no_codecarbon),
                       progress=not args.quiet)
     if dist.is_main and not args.resume:

@@ -170,7 +170,7 @@ def pretrain_encoder(shards, budget: DemoBudget, out: Path, seed: int, progress:
     from .. import presets
     from ..models import build_model
     from ..train import EnergyMeter, Trainer, TrainSettings, seed_everything
-    from ..train.pretraining import ShardBatches, build_objective, fit_config_to_tokenizer
+    from ..train.pretraining import ShardBatches, build_objective, fit_config_to_tokenizer, masked_lm_loss
 
     tokenizer = shards.tokenizer
     config = presets.bert_like(d_model=budget.d_model, n_heads=4, n_layers=budget.n_layers,
@@ -194,7 +194,7 @@ def pretrain_encoder(shards, budget: DemoBudget, out: Path, seed: int, progress:
 
     card = {"objective": "masked language modelling (15%, 80/10/10)", "training_type": "pre-training",
             "data": "Python standard-library docstrings", "description": "The lmforge demo's pretrained encoder."}
-    trainer = Trainer(model, settings, train_batches, eval_batches, out_dir=out, card=card,
+    trainer = Trainer(model, settings, train_batches, eval_batches, out_dir=out, card=card, loss_fn=masked_lm_loss,
                       energy=EnergyMeter(use_codecarbon=True), progress=progress)
     initial = trainer.evaluate()
     summary = trainer.fit()

@@ -6,7 +6,7 @@ import torch
 
 from ..config import ModelConfig
 from ..nn.stack import Stack
-from .base import LmforgeModel, ModelOutput
+from .base import IGNORE_INDEX, LmforgeModel, ModelOutput
 from .heads import Pooler
 
 
@@ -20,9 +20,15 @@ class EncoderModel(LmforgeModel):
         self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None) -> ModelOutput:
-        """input_ids (B, T), attention_mask (B, T), token_type_ids (B, T) segment ids (BERT)."""
+                labels: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
+                labelled_only: bool = False) -> ModelOutput:
+        """input_ids (B, T), attention_mask (B, T), token_type_ids (B, T) segment ids (BERT).
+        `labelled_only` (masked LM with labels): logits (N, V) for the N labelled positions only, in
+        row-major order; the loss is the same, without the head's cost at the other ~85% of positions."""
         self.check_input_ids(input_ids)
         hidden = self.encoder(self.embed(input_ids), attention_mask, token_type_ids)  # (B, T, d)
         pooled = self.pooler(hidden) if (self.pooler is not None and self.task == "sequence-classification") else None
+        if labelled_only and labels is not None and self.task == "masked-lm":
+            chosen = labels != IGNORE_INDEX  # (B, T)
+            hidden, labels = hidden[chosen], labels[chosen]  # (N, d), (N,)
         return self.finish(hidden, attention_mask, labels, pooled=pooled)
