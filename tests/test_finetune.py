@@ -147,3 +147,15 @@ def test_a_decoder_classifier_reads_the_last_token(files):
     with torch.no_grad():
         logits = model(ids).logits
     assert model.config.classifier_pool == "last" and not torch.allclose(logits[0], logits[1])
+
+
+def test_the_same_settings_give_the_same_model_whatever_ran_before(files, encoder_checkpoint, tmp_path):
+    short = {**QUICK, "max_steps": 3, "eval_every": 3}
+    weights = []
+    for index, scratch in enumerate([True, True, False, False]):
+        torch.rand(index + 1)  # a different global RNG state before each call, as earlier work would leave
+        result = finetune("classify", files["train"], files["valid"], checkpoint=encoder_checkpoint,
+                          from_scratch=scratch, out=tmp_path / str(index), settings=short, progress=False)
+        weights.append(lmforge.load(result.model_path).state_dict())
+    for first, second in (weights[0:2], weights[2:4]):
+        torch.testing.assert_close(first, second, rtol=0, atol=0)

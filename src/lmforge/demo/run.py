@@ -49,8 +49,8 @@ class DemoBudget:
         if quick:
             return cls(vocab_size=2000, d_model=64, n_layers=2, pretrain_steps=30, finetune_steps=24,
                        train_per_label=16, seq_len=64, batch_size=16)
-        # about 4 minutes of pretraining on 2 CPU cores (~1.6M tokens, ~8 passes over the corpus)
-        return cls(vocab_size=4000, d_model=128, n_layers=4, pretrain_steps=400, finetune_steps=120,
+        # about 5 minutes of pretraining on 2 CPU cores (~2.6M tokens, ~13 passes over the corpus)
+        return cls(vocab_size=4000, d_model=128, n_layers=4, pretrain_steps=640, finetune_steps=120,
                    train_per_label=32)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ConfigError
-from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSettings
+from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSettings, seed_everything
 from ..train.folders import check_run_folder
 from .batching import LengthGroupedBatches, sorted_batches
 from .model import build_task_model, load_model, pad_id, resolve_source
@@ -117,6 +117,7 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     tok = source.tokenizer
     train_data = read_task_data(task, train, tok, None, options)
     labels = train_data.labels  # classify, tag: from the training file; None for seq2seq and clm
+    seed_everything(settings.seed)  # the new head (or the whole from-scratch model) depends on the seed only
     start = build_task_model(task, source, labels, from_scratch)
     model = start.model
     train_examples = subset(train_data, max_train_examples, settings.seed).examples
