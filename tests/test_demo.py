@@ -39,3 +39,17 @@ def test_refuses_a_folder_that_is_not_a_demo(tmp_path):
     result = demo("--quick", "--out", str(tmp_path))
     assert result.returncode == 2 and "not a demo folder" in result.stderr
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_verdict_calls_a_gap_within_test_set_noise_no_clear_difference():
+    from lmforge.demo.run import chance_difference, verdict
+
+    def summary(pretrained: float, scratch: float) -> dict:
+        arm = lambda acc: {"name": "arm", "test_accuracy": acc, "valid_accuracy": acc, "wall_s": 1.0}
+        return {"arms": [arm(pretrained), arm(scratch)], "task": {"labels": list("abcdefgh"), "test": 459, "train": 256},
+                "phases": {"pretrain": {"wall_s": 1.0, "energy_wh": 0.1, "co2_g": 0.01}}}
+
+    assert 0.06 < chance_difference(0.66, 0.68, 459) < 0.065  # two standard errors of the difference
+    assert verdict(summary(0.658, 0.680)).startswith("Pretraining made no clear difference")
+    assert verdict(summary(0.473, 0.680)).startswith("Pretraining did not help here")
+    assert verdict(summary(0.800, 0.680)).startswith("Pretraining helped")

@@ -112,8 +112,9 @@ td:first-child,th:first-child{{text-align:left}} .verdict{{background:#f4f4f4;pa
 <table><tr>{header}</tr>{body}</table>
 <p class="verdict">{e(summary.get('verdict', ''))}</p>
 {plots}
-<p>Machine: {e(str(summary.get('machine', '')))}. Seeds are fixed; running the demo again gives the same scores
-(times and energy vary with the machine's load).</p>
+<p>Machine: {e(str(summary.get('machine', '')))}. Every step after the tokenizer is seeded; WordPiece
+training in Hugging Face tokenizers is not deterministic (ties between equally frequent merges), so another run
+can score a few points differently. Times and energy vary with the machine's load.</p>
 </body></html>
 """
     path = folder / "report.html"
