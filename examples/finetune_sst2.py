@@ -12,9 +12,7 @@ target covers); `arm s` adds the re-scoring.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from proof_arms import SHARED, arm_parser, minilm_folder, need, print_table, run_arm, set_threads
+from proof_arms import SHARED, arm_parser, minilm_arms, need, print_table, set_threads
 
 DATA = SHARED / "classification"
 
@@ -23,14 +21,8 @@ def main() -> None:
     args = arm_parser(__doc__, budget_min=12.0, max_steps=400, out="runs/sst2").parse_args()
     need(DATA / "sst2.train.txt", DATA / "sst2.dev.txt")
     set_threads(args.threads)
-    rows = []
-    for arm in args.arms.split(","):
-        scratch = arm == "scratch"
-        settings = {"max_steps": args.max_steps, "batch_size": 32, "lr": 3e-4 if scratch else 1e-4,
-                    "warmup_steps": 30, "eval_every": 100, "log_every": 1, "seed": 0}
-        rows.append(run_arm(arm, "classify", DATA / "sst2.train.txt", DATA / "sst2.dev.txt", Path(args.out),
-                            args.budget_min * 60, settings, "accuracy", checkpoint=minilm_folder(),
-                            from_scratch=scratch))
+    rows = minilm_arms(args, "classify", DATA / "sst2.train.txt", DATA / "sst2.dev.txt", "accuracy", batch_size=32,
+                       scratch_lr=3e-4, warmup_steps=30)
     print_table(rows, "accuracy", ("macro_f1",))
 
 

@@ -8,9 +8,7 @@ checkpoint by dev entity F1 (seqeval) is re-scored on the WNUT-17 test set with 
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from proof_arms import SHARED, arm_parser, minilm_folder, need, print_table, run_arm, set_threads
+from proof_arms import SHARED, arm_parser, minilm_arms, need, print_table, set_threads
 
 DATA = SHARED / "ner"
 
@@ -20,13 +18,8 @@ def main() -> None:
     files = [DATA / f"wnut17.{split}.conll" for split in ("train", "dev", "test")]
     need(*files)
     set_threads(args.threads)
-    rows = []
-    for arm in args.arms.split(","):
-        scratch = arm == "scratch"
-        settings = {"max_steps": args.max_steps, "batch_size": 16, "lr": 5e-4 if scratch else 1e-4,
-                    "warmup_steps": 20, "eval_every": 100, "log_every": 1, "seed": 0}
-        rows.append(run_arm(arm, "tag", files[0], files[1], Path(args.out), args.budget_min * 60, settings, "f1",
-                            score_data=files[2], checkpoint=minilm_folder(), from_scratch=scratch))
+    rows = minilm_arms(args, "tag", files[0], files[1], "f1", batch_size=16, scratch_lr=5e-4, warmup_steps=20,
+                       score_data=files[2])
     print_table(rows, "f1", ("precision", "recall"))
 
 

@@ -63,6 +63,20 @@ def run_arm(name: str, task: str, train, valid, out: Path, budget_s: float, sett
             "start": result.starting_point[:150]}
 
 
+def minilm_arms(args, task: str, train, valid, metric: str, batch_size: int, scratch_lr: float,
+                warmup_steps: int, score_data=None) -> list[dict]:
+    """The arms named by `--arms`: all-MiniLM-L6-v2 fine-tuned at lr 1e-4 ("pretrained") and the same
+    architecture from random weights at `scratch_lr` ("scratch"), with one schedule and time budget."""
+    rows = []
+    for arm in args.arms.split(","):
+        scratch = arm == "scratch"
+        settings = {"max_steps": args.max_steps, "batch_size": batch_size, "lr": scratch_lr if scratch else 1e-4,
+                    "warmup_steps": warmup_steps, "eval_every": 100, "log_every": 1, "seed": 0}
+        rows.append(run_arm(arm, task, train, valid, Path(args.out), args.budget_min * 60, settings, metric,
+                            score_data=score_data, checkpoint=minilm_folder(), from_scratch=scratch))
+    return rows
+
+
 def print_table(rows: list[dict], metric: str, extra: tuple[str, ...] = ()) -> None:
     print(f"\n{'arm':<11} {metric:>9} " + "".join(f"{k:>9} " for k in extra)
           + f"{'steps':>6} {'best@':>6} {'tune s':>8} {'arm s':>7} {'kWh':>9}  stopped by")
