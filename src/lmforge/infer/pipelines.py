@@ -17,6 +17,7 @@ from typing import Iterator
 
 import torch
 
+from ..checkpoint.folder import load
 from ..errors import InputError
 from ..models.heads import sentence_embedding
 from .entities import group_entities, word_predictions
@@ -194,7 +195,7 @@ class TextGeneration(_Generating):
     heads = ("causal-lm",)
 
     def _prompt_limit(self, options: GenerationOptions) -> int:
-        if self.model.config.positions not in ("learned", "sinusoidal"):
+        if not self.model.config.positions_bounded:
             return self.max_length
         limit = self.max_length - options.max_new_tokens
         if limit < 1:
@@ -269,8 +270,6 @@ def pipeline(task: str, model, truncation: bool = True, batch_size: int = 8, dev
     if task not in PIPELINES:
         raise InputError(f"unknown pipeline task {task!r}; choose one of: {', '.join(PIPELINES)}")
     if isinstance(model, (str, Path)):
-        from ..checkpoint.io import load
-
         model = load(model, device=device)
     cls = PIPELINES[task]
     if model.task not in cls.heads:
@@ -283,4 +282,4 @@ def pipeline(task: str, model, truncation: bool = True, batch_size: int = 8, dev
 
 
 def _labels(config) -> dict[int, str]:
-    return config.id2label or {i: f"LABEL_{i}" for i in range(config.num_labels)}
+    return config.label_names
