@@ -139,3 +139,53 @@ def test_the_checker_sees_an_upward_import():
     assert resolve("lmforge.models.base", nodes[1]) == ["lmforge.presets"]
     assert resolve("lmforge.models", nodes[2]) == ["lmforge.models.heads"]
     assert LAYER_OF[unit_of("lmforge.checkpoint.io")] > LAYER_OF[unit_of("lmforge.models.base")]
+
+
+# ---- ARCHITECTURE.md stays true ----------------------------------------------------------------------
+ARCHITECTURE = (SRC.parents[1] / "ARCHITECTURE.md").read_text(encoding="utf-8")
+
+
+def test_architecture_md_lists_the_declared_layers_in_order():
+    import re
+
+    listed = re.findall(r"^\d+\. (\w+): (.+)$", ARCHITECTURE, flags=re.M)
+    assert [name for name, _ in listed] == [name for name, _ in LAYERS]
+    for (_, text), (_, units) in zip(listed, LAYERS):
+        named = re.findall(r"`([\w.]+)`", text)
+        assert [u for u in units if u] == [n for n in named if n != "lmforge/__init__.py"]
+
+
+def test_architecture_md_glossary_matches_the_registries():
+    from lmforge.distill.sources import OBJECTIVE_TASKS
+    from lmforge.finetune.tasks import TASKS as FINETUNE_TASKS
+    from lmforge.infer.pipelines import PIPELINES
+    from lmforge.models.heads import HEADS
+    from lmforge.train.pretraining import OBJECTIVE_FAMILY
+
+    rows = {line.split("|")[2].strip(" `"): line.split("|")[3] for line in ARCHITECTURE.splitlines()
+            if line.startswith("| ") and "`lmforge." in line}
+    for registry, names in (("lmforge.models.heads.HEADS", HEADS), ("lmforge.finetune.tasks.TASKS", FINETUNE_TASKS),
+                            ("lmforge.train.pretraining.OBJECTIVE_FAMILY", OBJECTIVE_FAMILY),
+                            ("lmforge.distill.sources.OBJECTIVE_TASKS", OBJECTIVE_TASKS),
+                            ("lmforge.infer.pipelines.PIPELINES", PIPELINES)):
+        assert [n.strip(" `") for n in rows[registry].split(",")] == list(names), registry
+
+
+def test_architecture_md_call_path_names_functions_that_exist():
+    import importlib
+    import re
+
+    path = ARCHITECTURE.split("## One call traced", 1)[1]
+    for dotted in set(re.findall(r"`((?:lmforge\.)?[a-z_]+\.[\w.]+)`", path)):
+        parts = dotted.removeprefix("lmforge.").split(".")
+        for split in range(len(parts), 0, -1):  # the longest importable module prefix, then attributes
+            try:
+                target = importlib.import_module("lmforge." + ".".join(parts[:split]))
+            except ModuleNotFoundError:
+                continue
+            for attribute in parts[split:]:
+                assert hasattr(target, attribute), f"ARCHITECTURE.md names {dotted}, which does not exist"
+                target = getattr(target, attribute)
+            break
+        else:
+            pytest.fail(f"ARCHITECTURE.md names {dotted}, which does not exist")
