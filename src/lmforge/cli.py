@@ -8,6 +8,7 @@ import sys
 
 from . import __version__
 from .errors import LmforgeError
+from .files import describe_os_error
 
 # Each module in lmforge.commands defines `register(subparsers)`, which adds its parser and sets
 # `run=function(args) -> int`. Add a command by adding its module name here.
@@ -41,8 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except LmforgeError as error:
-        print(f"lmforge {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"lmforge {args.command}: interrupted; nothing half-written was kept", file=sys.stderr)
+        return _fail(args.command, str(error))
+    except OSError as error:  # a path that cannot be read or written: full disk, read-only, a file in the way
+        return _fail(args.command, describe_os_error(error))
+    except KeyboardInterrupt as interrupt:
+        message = str(interrupt) or "interrupted; nothing half-written was kept"
+        print(f"lmforge {args.command}: {message}", file=sys.stderr)
         return 130
+
+
+def _fail(command: str, message: str) -> int:
+    """One line on stderr (newlines inside a message are joined), exit status 2."""
+    print(f"lmforge {command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
+from .files import check_fields, coerce_fields, read_mapping
 from .labels import label_names
 
 FAMILIES = ("decoder", "encoder", "encoder-decoder")
@@ -141,6 +140,7 @@ class ModelConfig:
             value = getattr(self, name)
             need(value in allowed, f"{name}={value!r} is not one of {', '.join(allowed)}")
 
+        check_fields(self, f"model config{f' {self.name!r}' if self.name else ''}")
         choice("family", FAMILIES)
         choice("positions", POSITIONS)
         choice("norm", NORMS)
@@ -211,9 +211,12 @@ class ModelConfig:
             raise ConfigError(
                 f"unknown model config field(s) {', '.join(unknown)}; valid fields are: {', '.join(sorted(known))}"
             )
-        data = dict(data)
-        if data.get("id2label") is not None:
-            data["id2label"] = {int(k): str(v) for k, v in data["id2label"].items()}
+        data = coerce_fields(cls, data)
+        if isinstance(data.get("id2label"), dict):
+            try:
+                data["id2label"] = {int(k): str(v) for k, v in data["id2label"].items()}
+            except ValueError:
+                raise ConfigError("invalid model config: id2label keys must be class ids 0..num_labels-1") from None
         return cls(**data).validate()
 
     def to_json(self) -> str:
@@ -232,17 +235,11 @@ class ModelConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "ModelConfig":
         """Read a config from a `.json` or `.yaml` file (a plain architecture, not a checkpoint)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
-        if path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-            if not isinstance(data, dict):
-                raise ConfigError(f"{path}: YAML config must be a mapping of fields")
-            return cls.from_dict(data.get("model", data))
-        data = json.loads(text)
-        return cls.from_dict(data.get("model", data))
+        data = read_mapping(path, "model config file")
+        model = data.get("model", data)
+        if not isinstance(model, dict):
+            raise ConfigError(f"model config file {path}: 'model' must be a mapping of fields")
+        return cls.from_dict(model)
 
     def replace(self, **changes: Any) -> "ModelConfig":
         """A validated copy with some fields changed."""

@@ -19,3 +19,7 @@ class InputError(LmforgeError):
 
 class DataError(LmforgeError):
     """Corpora, labelled files or tokenizers that cannot be read or do not fit together."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says which checkpoint was kept and how to continue."""

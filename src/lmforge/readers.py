@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Iterator
@@ -70,6 +71,36 @@ def iter_documents(inputs: Iterable[str | Path], *, blank_line_docs: bool = Fals
 def iter_texts(inputs, **options) -> Iterator[str]:
     """Only the text of `iter_documents(inputs, **options)`."""
     return (document.text for document in iter_documents(inputs, **options))
+
+
+PIECE_CHARS = 1 << 16  # tokenizers work on pieces of at most about this many characters
+
+
+def split_text(text: str, max_chars: int = PIECE_CHARS) -> list[str]:
+    """`text` cut into consecutive pieces of about `max_chars` characters, each cut made just before a
+    space (U+0020) that a non-space follows, so that every tokenizer's pre-tokenization sees the
+    same words (a byte-level BPE word keeps its leading space). Joined, the pieces are `text`. Tokenizing
+    pieces bounds the tokenizer's working memory (a 50 MB line would otherwise need gigabytes). Where no
+    such space lies in the second half of a piece's reach, the cut is at the next one further on."""
+    if len(text) <= max_chars:
+        return [text]
+    pieces, start = [], 0
+    while len(text) - start > max_chars:
+        cut = None
+        for match in _WORD_START.finditer(text, start + max_chars // 2, start + max_chars):
+            cut = match.start()  # the last one in the window
+        if cut is None:
+            match = _WORD_START.search(text, start + max_chars)
+            if match is None:
+                break
+            cut = match.start()
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+_WORD_START = re.compile(r" (?=\S)")  # a space before a word: every pre-tokenizer (Metaspace too) splits there
 
 
 def read_lines(path: Path, errors: str = "strict") -> Iterator[tuple[int, str, int]]:

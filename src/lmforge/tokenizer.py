@@ -19,7 +19,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from .errors import DataError
-from .readers import iter_texts
+from .readers import iter_texts, split_text
 
 SPECIAL_ROLES = ("pad", "unk", "bos", "eos", "mask", "cls", "sep")
 SPECIALS_FILE = "lmforge_tokenizer.json"
@@ -241,8 +241,10 @@ class _CountingTexts:
 def _texts(inputs, options: dict) -> Iterable[str]:
     """A list/tuple names files and folders; any other iterable (a generator, say) yields the texts."""
     if isinstance(inputs, (list, tuple, str, Path)):
-        return iter_texts([inputs] if isinstance(inputs, (str, Path)) else inputs, **options)
-    return inputs
+        texts = iter_texts([inputs] if isinstance(inputs, (str, Path)) else inputs, **options)
+    else:
+        texts = inputs
+    return (piece for text in texts for piece in split_text(text))  # bounded memory for huge lines
 
 
 def _untrained(kind, vocab_size, special_tokens, roles, min_frequency, lowercase, show_progress):

@@ -23,7 +23,9 @@ def register(subparsers) -> None:
     parser.add_argument("--data", required=True, nargs="+", metavar="FILE",
                         help="labelled data (seq2seq: SOURCE TARGET files, or one .jsonl)")
     parser.add_argument("--task", choices=list(TASKS), help="default: the task the model's head serves")
-    parser.add_argument("--out", metavar="FILE", help="metrics JSON (default: metrics-<data name>.json here)")
+    parser.add_argument("--out", metavar="FILE",
+                        help="metrics JSON (default: metrics-<model name>-<data name>.json in the current folder)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing metrics file")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-examples", type=int, metavar="N", help="score N random examples only")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="seq2seq: tokens to generate")
@@ -33,6 +35,14 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def default_metrics_path(model: str, data: str) -> Path:
+    """metrics-<model>-<data>.json: the model's folder name (its parent's too for a `model` or `final`
+    subfolder, as in run/final), so evaluating two models on one file writes two files."""
+    folder = Path(model).absolute()
+    name = f"{folder.parent.name}-{folder.name}" if folder.name in ("model", "final", "best", "last") else folder.name
+    return Path(f"metrics-{name}-{Path(data).stem}.json")
+
+
 def run(args) -> int:
     from ..errors import InputError
     from ..eval.evaluate import evaluate
@@ -40,7 +50,9 @@ def run(args) -> int:
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    out = Path(args.out) if args.out else Path(f"metrics-{Path(args.data[0]).stem}.json")
+    out = Path(args.out) if args.out else default_metrics_path(args.model, args.data[0])
+    if out.is_file() and not args.overwrite:
+        raise InputError(f"{out} already exists; pass --overwrite to replace it, or name another file with --out")
     metrics = evaluate(args.model, args.data, args.task, out=out, batch_size=args.batch_size,
                        data_options=data_options(args), max_examples=args.max_examples,
                        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, rouge=args.rouge)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..checkpoint.atomic import atomic_folder
 from ..errors import DataError
 from ..tokenizer import Tokenizer
-from ..readers import Document, expand_inputs, iter_documents
+from ..readers import Document, expand_inputs, iter_documents, split_text
 
 FORMAT = "lmforge-token-shards"
 FORMAT_VERSION = 1
@@ -66,11 +66,11 @@ def prepare_corpus(inputs: Iterable[str | Path], tokenizer: Tokenizer, out: str 
         try:
             for batch in _batches(iter_documents(files, blank_line_docs=blank_line_docs, text_field=text_field,
                                                  errors=errors)):
-                encodings = tokenizer.backend.encode_batch([d.text for d in batch], add_special_tokens=False)
+                documents = _encode_documents(tokenizer, batch)
                 first = writers["train"].documents + writers["valid"].documents
                 is_valid = [_is_valid(first + i, valid_fraction) for i in range(len(batch))]
                 for split, wanted in (("train", False), ("valid", True)):
-                    writers[split].add([e.ids for e, v in zip(encodings, is_valid) if v == wanted], separator)
+                    writers[split].add([ids for ids, v in zip(documents, is_valid) if v == wanted], separator)
                 batch_bytes = sum(d.nbytes for d in batch)
                 source_bytes += batch_bytes
                 bar.update(batch_bytes)
@@ -96,6 +96,29 @@ def prepare_corpus(inputs: Iterable[str | Path], tokenizer: Tokenizer, out: str 
         (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
         tokenizer.save(tmp / "tokenizer")
     return index
+
+
+def _encode_documents(tokenizer: Tokenizer, batch: list[Document]) -> list[list[int]]:
+    """The token ids of each document, encoded in pieces of bounded length (`split_text`) about
+    BATCH_CHARS characters per `encode_batch` call, so that one huge line neither needs gigabytes in
+    the tokenizer nor blocks Ctrl-C for long."""
+    ids: list[list[int]] = [[] for _ in batch]
+    owners, pieces, size = [], [], 0
+    for number, document in enumerate(batch):
+        for piece in split_text(document.text):
+            owners.append(number)
+            pieces.append(piece)
+            size += len(piece)
+            if size >= BATCH_CHARS:
+                _encode_into(tokenizer, owners, pieces, ids)
+                owners, pieces, size = [], [], 0
+    _encode_into(tokenizer, owners, pieces, ids)
+    return ids
+
+
+def _encode_into(tokenizer: Tokenizer, owners: list[int], pieces: list[str], ids: list[list[int]]) -> None:
+    for owner, encoding in zip(owners, tokenizer.backend.encode_batch(pieces, add_special_tokens=False)):
+        ids[owner].extend(encoding.ids)
 
 
 def _is_valid(document_number: int, fraction: float) -> bool:

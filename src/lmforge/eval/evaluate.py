@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..data import IGNORE_INDEX, LabelSet
+from ..files import check_output_file
 from ..errors import InputError
 from .metrics import ClassificationMetrics, EntityMetrics, GenerationMetrics, LanguageModelMetrics
 
@@ -105,6 +106,8 @@ def evaluate(model, data: str | Path | Sequence[str | Path], task: str | None = 
     from ..finetune.model import load_model, require_tokenizer
     from ..finetune.tasks import read_task_data, subset, task_of_head, task_spec
 
+    if out is not None:
+        check_output_file(out)
     started = time.perf_counter()
     source = str(model) if isinstance(model, (str, Path)) else (model.config.name or "model")
     model = load_model(model) if isinstance(model, (str, Path)) else model

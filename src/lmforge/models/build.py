@@ -19,6 +19,9 @@ def build_model(config: ModelConfig | str, task: str | None = None) -> LmforgeMo
     (default: the family's pretraining task: causal-lm, masked-lm or seq2seq-lm)."""
     if isinstance(config, str):
         config = presets.get(config)
+    if not isinstance(config, ModelConfig):
+        raise ConfigError(f"build_model needs a ModelConfig or a preset name, not a {type(config).__name__}; "
+                          "for a dict of fields use build_model(ModelConfig.from_dict(fields))")
     config.validate()
     task = task or DEFAULT_TASK[config.family]
     if task not in TASKS:

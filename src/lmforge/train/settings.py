@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import ConfigError
+from ..files import check_fields, coerce_fields, read_mapping
 
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -55,6 +53,7 @@ class TrainSettings:
             if not ok:
                 raise ConfigError(f"invalid training setting: {message}")
 
+        check_fields(self, "training setting")
         for name in ("max_steps", "batch_size", "grad_accum", "seq_len"):
             value = getattr(self, name)
             need(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
@@ -97,7 +96,7 @@ class TrainSettings:
         if unknown:
             raise ConfigError(f"unknown training setting(s) {', '.join(unknown)}; "
                               f"valid settings are: {', '.join(sorted(known))}")
-        return cls(**data).validate()
+        return cls(**coerce_fields(cls, data)).validate()
 
     def updated(self, overrides: dict[str, Any]) -> "TrainSettings":
         """A validated copy with the non-None values of `overrides` applied (command-line flags)."""
@@ -107,19 +106,8 @@ class TrainSettings:
 def read_run_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON run file: a mapping whose keys are `TrainSettings` fields (a nested
     `train:` mapping is accepted too, leaving room for other sections)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"run file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as error:  # yaml and json raise different error types
-        raise ConfigError(f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'} ({error})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of training settings")
-    return dict(data.get("train", data))
+    data = read_mapping(path, "run file")
+    section = data.get("train", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"run file {path}: 'train' must be a mapping of training settings")
+    return dict(section)

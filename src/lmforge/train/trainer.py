@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -26,7 +27,7 @@ from torch import nn
 
 from ..checkpoint.atomic import write_text
 from ..checkpoint.io import WEIGHTS_FILE, load_weights, read_safetensors
-from ..errors import CheckpointError, ConfigError, LmforgeError
+from ..errors import CheckpointError, ConfigError, LmforgeError, TrainingInterrupted
 from ..labels import IGNORE_INDEX
 from ..seeding import seed_everything
 from .callbacks import BestCheckpoint, Callback
@@ -99,6 +100,7 @@ class Trainer:
         self.window = {"loss": 0.0, "steps": 0}  # training loss since the last log record
         self.last_eval: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
+        self.last_saved_step = 0
         self.stop_reason: str | None = None  # set by `request_stop` (early stopping, time budgets)
         self.segment_start = time.perf_counter()
 
@@ -128,11 +130,21 @@ class Trainer:
                 self.step += 1
                 self.tokens += tokens
                 self._after_step(loss, grad_norm, bar)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self._interrupted_message()) from None
         finally:
             if bar is not None:
                 bar.close()
         wall = self.elapsed_before + time.perf_counter() - started
         return self._finish(wall, time.perf_counter() - started)
+
+    def _interrupted_message(self) -> str:
+        """What Ctrl-C kept: the step of checkpoints/last and how to continue from it."""
+        if self.last_checkpoint is None:
+            return f"interrupted at step {self.step}, before the first checkpoint; nothing was saved"
+        saved = self.last_saved_step
+        return (f"interrupted at step {self.step}; the checkpoint of step {saved} ({self.last_checkpoint}) is kept: "
+                "run the same command with --resume to continue from it")
 
     def _batch_stream(self) -> Iterator[Batch]:
         """Batches forever: a new pass over the source each time one ends."""
@@ -338,7 +350,7 @@ class Trainer:
             write_training_checkpoint(path, model, card, state, tensors)
         self.dist.barrier()
         if name == "last":
-            self.last_checkpoint = path
+            self.last_checkpoint, self.last_saved_step = path, self.step
         return path
 
     def resume(self) -> None:
@@ -363,14 +375,16 @@ class Trainer:
         self.step, self.tokens, self.skipped = state["step"], state["tokens"], state["skipped"]
         self.elapsed_before, self.energy_before = state["elapsed_s"], state["energy_before"]
         self.window, self.last_eval = state["window"], state["last_eval"]
-        self.last_checkpoint = path
+        self.last_checkpoint, self.last_saved_step = path, self.step
         self.log.truncate_after(self.step)
+        if self.dist.is_main:
+            print(f"resuming from step {self.step} ({path})", file=sys.stderr, flush=True)
         set_rng_state(state["rng"][self.dist.rank])
 
     # ---- the end -----------------------------------------------------------------------------
     def _progress_bar(self):
-        if not (self.progress and self.dist.is_main):
-            return None
+        if not (self.progress and self.dist.is_main and sys.stderr.isatty()):
+            return None  # no bar in redirected logs
         from tqdm.auto import tqdm
 
         return tqdm(total=self.settings.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
