@@ -19,6 +19,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from .errors import DataError
+from .files import read_mapping
 from .readers import iter_texts, split_text
 
 SPECIAL_ROLES = ("pad", "unk", "bos", "eos", "mask", "cls", "sep")
@@ -149,9 +150,20 @@ class Tokenizer:
         except Exception as error:  # the tokenizers library raises a plain Exception for bad files
             raise DataError(f"{path} is not a valid tokenizer.json ({error})") from None
         specials_path = path.parent / SPECIALS_FILE
-        specials = json.loads(specials_path.read_text(encoding="utf-8"))["specials"] if specials_path.is_file() \
-            else guess_specials(backend)
+        specials = _read_specials(specials_path, backend) if specials_path.is_file() else guess_specials(backend)
         return cls(backend, specials)
+
+
+def _read_specials(path: Path, backend: Backend) -> dict[str, str]:
+    """The role -> token mapping saved next to tokenizer.json, checked against the vocabulary."""
+    specials = read_mapping(path, "tokenizer specials file", DataError).get("specials")
+    if not isinstance(specials, dict) or not all(isinstance(t, str) for t in specials.values()):
+        raise DataError(f"{path} needs a 'specials' mapping of role -> token; save the tokenizer again")
+    unknown = [t for t in specials.values() if backend.token_to_id(t) is None]
+    if unknown:
+        raise DataError(f"{path} names special token(s) {', '.join(map(repr, unknown))} that are not in the "
+                        "vocabulary; save the tokenizer again")
+    return specials
 
 
 def guess_specials(backend: Backend) -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -139,4 +140,19 @@ def load_weights(model, state: dict[str, torch.Tensor], source: str) -> None:
         problems.append(f"shape mismatches: {'; '.join(wrong_shape[:8])}")
     if problems:
         raise CheckpointError(f"{source} does not fit the model described by its config ({'; '.join(problems)})")
+    check_weight_values(state, expected, source)
     model.load_state_dict(state, strict=True)
+
+
+def check_weight_values(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse a tensor whose dtype kind differs from the model's (integer weights for float parameters would
+    load as rounded numbers); warn, naming the tensors, about NaN or infinite values."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() != expected[name].is_floating_point() or tensor.dtype == torch.bool:
+            raise CheckpointError(f"{source}: tensor {name} is {str(tensor.dtype).removeprefix('torch.')}, but the "
+                                  f"model needs {str(expected[name].dtype).removeprefix('torch.')}; the file is not "
+                                  "a weights file for this model, or it was written wrongly: convert it again")
+    broken = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        warnings.warn(f"{source}: tensor(s) {', '.join(broken[:5])}{' ...' if len(broken) > 5 else ''} hold NaN or "
+                      "infinite values; the model's outputs will be NaN where they are used", stacklevel=3)

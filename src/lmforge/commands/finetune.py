@@ -50,7 +50,10 @@ def register(subparsers) -> None:
 
 def add_data_options(parser) -> None:
     data = parser.add_argument_group("data format")
-    data.add_argument("--max-length", type=int, default=512, help="tokens per example, specials included")
+    data.add_argument("--max-length", type=int, help="tokens per example, specials included "
+                                                     "(default: min(512, the model's max_positions))")
+    data.add_argument("--errors", choices=["strict", "replace"], default="strict",
+                      help="what to do with bytes that are not UTF-8")
     data.add_argument("--text-field", default="text", help="text column (.csv/.tsv/.jsonl)")
     data.add_argument("--pair-field", help="second text column, for sentence pairs")
     data.add_argument("--label-field", default="label", help="label column")
@@ -65,7 +68,7 @@ def data_options(args):
 
     return DataOptions(max_length=args.max_length, text_field=args.text_field, pair_field=args.pair_field,
                        label_field=args.label_field, source_field=args.source_field,
-                       target_field=args.target_field, block_size=args.block_size)
+                       target_field=args.target_field, block_size=args.block_size, errors=args.errors)
 
 
 def run(args) -> int:

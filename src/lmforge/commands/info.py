@@ -27,6 +27,14 @@ def run(args) -> int:
     return 0
 
 
+def head_description(model) -> str:
+    """Whether the model's output matrix is the token embedding (a tied LM/MLM head), its own, or absent."""
+    if not model.head.language_model:
+        return f"{model.task} head (no vocabulary output, nothing tied)"
+    tied = getattr(model.head, "weight", None) is None
+    return f"{model.task} head, tied to the embeddings" if tied else f"{model.task} head, own output matrix"
+
+
 def describe(model, source: str) -> str:
     """A human-readable summary of a model's architecture and size."""
     c = model.config
@@ -45,7 +53,7 @@ def describe(model, source: str) -> str:
                       + (f" (offset {c.position_offset})" if c.position_offset else "")),
         ("norm", f"{c.norm_placement}-{c.norm} (eps {c.norm_eps:g})"),
         ("feed-forward", f"{'gated ' if c.gated_mlp else ''}{c.activation}"),
-        ("head", "tied to embeddings" if c.tie_embeddings else "own weights"),
+        ("head", head_description(model)),
     ]
     if model.tokenizer is not None:
         rows.append(("tokenizer", f"{model.tokenizer.vocab_size:,} tokens"))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from ..errors import DataError
 
 
@@ -38,12 +41,12 @@ def run_train(args) -> int:
             raise DataError(f"--special {item!r} must be ROLE=TOKEN with ROLE one of {', '.join(SPECIAL_ROLES)}")
         specials[role] = token
     tokenizer = train_tokenizer(args.kind, args.vocab_size, args.inputs, specials=specials,
-                                min_frequency=args.min_frequency, lowercase=args.lowercase, show_progress=True,
+                                min_frequency=args.min_frequency, lowercase=args.lowercase, show_progress=sys.stderr.isatty(),
                                 text_options={"blank_line_docs": args.blank_line_docs,
                                               "text_field": args.text_field, "errors": args.errors})
     with atomic_folder(args.out) as tmp:
         tokenizer.save(tmp)
     roles = ", ".join(f"{role} {token}" for role, token in tokenizer.specials.items())
-    print(f"wrote {args.out}/tokenizer.json: {args.kind}, {tokenizer.vocab_size:,} tokens ({roles}), "
+    print(f"wrote {Path(args.out) / 'tokenizer.json'}: {args.kind}, {tokenizer.vocab_size:,} tokens ({roles}), "
           f"hash {tokenizer.fingerprint}")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from ..checkpoint.atomic import atomic_folder
 from ..errors import DataError
+from ..files import read_mapping
 from ..tokenizer import Tokenizer
 from ..readers import Document, expand_inputs, iter_documents, split_text
 
@@ -60,7 +62,7 @@ def prepare_corpus(inputs: Iterable[str | Path], tokenizer: Tokenizer, out: str 
     started = time.perf_counter()
     total_bytes = None if any(f.suffix == ".gz" for f in files) else sum(f.stat().st_size for f in files)
     with atomic_folder(out) as tmp, tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare",
-                                         disable=not progress) as bar:
+                                         disable=not (progress and sys.stderr.isatty())) as bar:
         writers = {split: _ShardWriter(tmp, split, dtype) for split in SPLITS}
         source_bytes = 0
         try:
@@ -198,13 +200,20 @@ class TokenShards:
         index_path = self.path / "index.json"
         if not index_path.is_file():
             raise DataError(f"{self.path} is not a prepared corpus (no index.json); create it with `lmforge prepare`")
-        self.index = json.loads(index_path.read_text(encoding="utf-8"))
+        self.index = read_mapping(index_path, "token-shard index", DataError)
         if self.index.get("format") != FORMAT:
             raise DataError(f"{index_path} is not an lmforge token-shard index")
-        self.dtype = np.dtype(self.index["dtype"])
-        for split in SPLITS:
-            setattr(self, split, self._map(f"{split}.bin", self.dtype, self.index[split]["tokens"]))
-            setattr(self, f"{split}_docs", self._map(f"{split}.docs.bin", np.int64, self.index[split]["documents"] + 1))
+        try:
+            self.dtype = np.dtype(self.index["dtype"])
+            counts = {split: (int(self.index[split]["tokens"]), int(self.index[split]["documents"])) for split in SPLITS}
+            for name in ("vocab_size", "tokenizer_hash"):
+                self.index[name]  # noqa: B018 (present)
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataError(f"{index_path} is damaged (field {error} is missing or of the wrong type); "
+                            "prepare the corpus again with `lmforge prepare`") from None
+        for split, (tokens, documents) in counts.items():
+            setattr(self, split, self._map(f"{split}.bin", self.dtype, tokens))
+            setattr(self, f"{split}_docs", self._map(f"{split}.docs.bin", np.int64, documents + 1))
 
     tokenizer_hash = property(lambda self: self.index["tokenizer_hash"])
     separator_id = property(lambda self: self.index["separator_id"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -98,6 +99,9 @@ def read_classification(path: str | Path, tokenizer: Tokenizer, labels: LabelSet
     records = list(records)
     if not records:
         raise DataError(f"{path} holds no examples; check the file and its format")
+    if _looks_like_conll(records):
+        raise DataError(f"{path} is not a classification file: its lines are word + tag pairs (CoNLL, for "
+                        "--task tag); a classification file has `label text` lines, .tsv/.csv or .jsonl")
     labels = labels if labels is not None else LabelSet.infer(r.label for r in records)
     ids = [labels.id(r.label, str(path), r.line) for r in records]
     inputs = [(r.text, r.pair) if pair_field else r.text for r in records]
@@ -249,9 +253,22 @@ def _jsonl_pairs(path: Path, source_field: str, target_field: str, errors: str) 
     return pairs
 
 
+_TAG = re.compile(r"(O|[BIESL]-\S+|[BIESLU]-?[A-Z]+)")
+
+
+def _looks_like_conll(records: list[_Record]) -> bool:
+    """Whether `label text` records are really CoNLL `word tag` lines: almost every 'text' is one BIO tag."""
+    tags = sum(1 for r in records if _TAG.fullmatch(r.text.strip()))
+    return tags >= 0.9 * len(records)
+
+
 def _truncating(tokenizer: Tokenizer, max_length: int) -> Backend:
     """A copy of the tokenizer's backend that truncates to `max_length` ids (special tokens included)."""
     backend = Backend.from_str(tokenizer.backend.to_str())
+    needed = backend.num_special_tokens_to_add(True) + 2  # a pair's special tokens and one token of each text
+    if not isinstance(max_length, int) or max_length < needed:
+        raise DataError(f"max length {max_length!r} leaves no room for text after the tokenizer's special tokens; "
+                        f"use --max-length {needed} or more")
     backend.enable_truncation(max_length)
     backend.no_padding()
     return backend

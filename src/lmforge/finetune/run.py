@@ -115,13 +115,13 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     metric = best_metric or spec.metric
     source = resolve_source(checkpoint, preset, from_scratch, tokenizer)
     tok = source.tokenizer
-    train_data = read_task_data(task, train, tok, None, options)
+    train_data = read_task_data(task, train, tok, None, options, source.config)
     labels = train_data.labels  # classify, tag: from the training file; None for seq2seq and clm
     seed_everything(settings.seed)  # the new head (or the whole from-scratch model) depends on the seed only
     start = build_task_model(task, source, labels, from_scratch)
     model = start.model
     train_examples = subset(train_data, max_train_examples, settings.seed).examples
-    valid_examples = read_task_data(task, valid, tok, labels, options).examples if valid is not None else None
+    valid_examples = read_task_data(task, valid, tok, labels, options, source.config).examples if valid is not None else None
     padding = tok.padding_id
 
     def train_batches(micro: int, rank: int, world: int):

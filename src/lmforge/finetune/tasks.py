@@ -9,12 +9,14 @@ labelled files are read.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..config import ModelConfig
 from ..data import LabelSet, TaskData, read_classification, read_conll, read_parallel
 from ..errors import ConfigError, DataError
 from ..tokenizer import Tokenizer
@@ -70,7 +72,7 @@ def task_of_head(head: str, where: str) -> str:
 class DataOptions:
     """How labelled files are read (the readers' format options)."""
 
-    max_length: int = 512  # tokens per example, special tokens included
+    max_length: int | None = None  # tokens per example, specials included (default: min(512, the model's limit))
     text_field: str = "text"
     pair_field: str | None = None
     label_field: str = "label"
@@ -80,11 +82,29 @@ class DataOptions:
     errors: str = "strict"
 
 
+DEFAULT_MAX_LENGTH = 512
+
+
+def fitted_max_length(max_length: int | None, config: ModelConfig | None) -> int:
+    """`max_length` checked against the model's position limit, or the default that fits it."""
+    limit = config.max_positions if config is not None and config.positions_bounded else None
+    if max_length is None:
+        return min(DEFAULT_MAX_LENGTH, limit) if limit else DEFAULT_MAX_LENGTH
+    if not isinstance(max_length, int) or max_length < 1:
+        raise ConfigError(f"--max-length must be a positive number of tokens, got {max_length!r}")
+    if limit and max_length > limit:
+        raise ConfigError(f"--max-length {max_length} exceeds the model's limit of {limit} tokens; "
+                          f"use --max-length {limit} or less")
+    return max_length
+
+
 def read_task_data(task: str, files: Sequence[str | Path], tokenizer: Tokenizer, labels: LabelSet | None = None,
-                   options: DataOptions | None = None) -> TaskData:
+                   options: DataOptions | None = None, config: ModelConfig | None = None) -> TaskData:
     """Read the labelled `files` of `task` with `tokenizer`. With `labels` (the training set's), a label
-    the training data did not have is a DataError naming file and line."""
+    the training data did not have is a DataError naming file and line. `config` (the model's) bounds
+    `options.max_length`, whose default is min(512, the model's max_positions)."""
     spec, options = task_spec(task), options or DataOptions()
+    options = dataclasses.replace(options, max_length=fitted_max_length(options.max_length, config))
     files = [Path(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
     expected = {"classify": (1,), "tag": (1,), "seq2seq": (1, 2)}.get(task)
     if not files or (expected and len(files) not in expected):
@@ -121,6 +141,7 @@ def subset(data: TaskData, count: int | None, seed: int = 0) -> TaskData:
     if count is None or count >= len(data.examples):
         return data
     if count < 1:
-        raise ConfigError(f"max_train_examples must be >= 1, got {count}")
+        raise ConfigError(f"the number of examples to keep (--max-train-examples, --max-examples) must be >= 1, "
+                          f"got {count}")
     keep = np.sort(np.random.default_rng(seed).choice(len(data.examples), size=count, replace=False))
     return TaskData([data.examples[i] for i in keep], data.labels)

@@ -64,7 +64,7 @@ class GenerationOptions:
              f"num_beams must be an integer >= 1 (1 = no beam search), got {self.num_beams!r}")
         need(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}")
         need(isinstance(self.top_k, int) and self.top_k >= 0, f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
-        need(self.temperature > 0.0, f"temperature must be > 0, got {self.temperature!r}; use do_sample=False for greedy")
+        need(self.temperature > 0.0, f"temperature must be > 0, got {self.temperature!r}; for greedy decoding use do_sample=False (on the command line: leave out --sample)")
         need(self.repetition_penalty > 0.0, f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty!r}")
         need(self.early_stopping in (True, False, "never"),
              f"early_stopping must be true, false or 'never', got {self.early_stopping!r}")

@@ -37,6 +37,7 @@ def load_hf(path: str | Path, task: str | None = None):
         config = fmt.to_config(ConfigReader(data, config_path), set(hf_state), task)
         config.name = str(data.get("_name_or_path") or path.name)
         config.extra = {"source": "huggingface", "model_type": fmt.model_type, "architecture": architecture}
+        drop_impossible_token_ids(config, config_path)
         tokenizer = load_hf_tokenizer(path)
         if tokenizer is not None and tokenizer.mask_id is not None and tokenizer.mask_id < config.vocab_size:
             config.mask_token_id = tokenizer.mask_id
@@ -52,6 +53,20 @@ def load_hf(path: str | Path, task: str | None = None):
                       stacklevel=2)
     model.load_state_dict(mapped.state, strict=False)
     return model.attach_tokenizer(tokenizer)
+
+
+TOKEN_ID_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id", "decoder_start_token_id")
+
+
+def drop_impossible_token_ids(config, config_path: Path) -> None:
+    """Special-token ids outside the vocabulary (GPT-2's default bos/eos 50256 in a config with a small
+    vocabulary) become None with a warning, as transformers loads such configs."""
+    for name in TOKEN_ID_FIELDS:
+        value = getattr(config, name)
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < config.vocab_size:
+            warnings.warn(f"{config_path}: {name}={value} lies outside the vocabulary of {config.vocab_size} "
+                          "tokens; it is ignored", stacklevel=3)
+            setattr(config, name, None)
 
 
 def format_of(data: dict, config_path: Path) -> HFFormat:
