@@ -120,19 +120,6 @@ def _describe(allowed: tuple[Any, ...]) -> str:
     return " or ".join(names.get(t, getattr(t, "__name__", str(t))) for t in allowed)
 
 
-def check_output_file(path: str | Path, option: str = "--out") -> None:
-    """Before a long computation: refuse an output file path that is a folder, or that a file blocks
-    (a parent that is a file), so the failure comes first, not after the work."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{option} {path} is a folder; give a file name such as {path / 'metrics.json'}")
-    for parent in path.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{option} {path}: {parent} is a file, not a folder; choose another path")
-            break
-
-
 # ---- file-system failures -------------------------------------------------------------------------
 _CAUSES = {
     errno.ENOTDIR: "a file stands where a folder is needed; choose another path",

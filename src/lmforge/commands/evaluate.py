@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     parser.add_argument("--task", choices=list(TASKS), help="default: the task the model's head serves")
     parser.add_argument("--out", metavar="FILE",
                         help="metrics JSON (default: metrics-<model name>-<data name>.json in the current folder)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing metrics file")
+    parser.add_argument("--overwrite", action="store_true", help="replace a metrics file lmforge wrote at --out")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-examples", type=int, metavar="N", help="score N random examples only")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="seq2seq: tokens to generate")
@@ -51,11 +51,10 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = Path(args.out) if args.out else default_metrics_path(args.model, args.data[0])
-    if out.is_file() and not args.overwrite:
-        raise InputError(f"{out} already exists; pass --overwrite to replace it, or name another file with --out")
     metrics = evaluate(args.model, args.data, args.task, out=out, batch_size=args.batch_size,
                        data_options=data_options(args), max_examples=args.max_examples,
-                       max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, rouge=args.rouge)
+                       max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, rouge=args.rouge,
+                       overwrite=args.overwrite)
     shown = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
     print(json.dumps(shown, indent=2))
     print(f"metrics written to {out}")

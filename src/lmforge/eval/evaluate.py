@@ -16,8 +16,8 @@ from typing import Iterable, Sequence
 
 import torch
 
+from ..checkpoint.output import claim_file
 from ..data import IGNORE_INDEX, LabelSet
-from ..files import check_output_file
 from ..errors import InputError
 from .metrics import ClassificationMetrics, EntityMetrics, GenerationMetrics, LanguageModelMetrics
 
@@ -96,18 +96,20 @@ def _generated_texts(model, batch: dict, max_new_tokens: int, num_beams: int) ->
 
 def evaluate(model, data: str | Path | Sequence[str | Path], task: str | None = None, *,
              out: str | Path | None = None, batch_size: int = 32, data_options=None, max_examples: int | None = None,
-             max_new_tokens: int = 64, num_beams: int = 1, rouge: bool = False) -> dict:
+             max_new_tokens: int = 64, num_beams: int = 1, rouge: bool = False, overwrite: bool = False) -> dict:
     """Evaluate `model` (a checkpoint folder, lmforge or Hugging Face, or a loaded model) on `data` (the
     task's file(s); seq2seq: source and target files, or one .jsonl). `task` defaults to the one the model's
     head serves. Labels the model does not know are a DataError. Writes the metrics as JSON to `out` (when
-    given, atomically) and returns them, with `task`, `model`, `data` and `wall_s`."""
+    given, atomically; an existing file only with `overwrite`, and only lmforge's metrics) and returns them,
+    with `task`, `model`, `data` and `wall_s`."""
     from ..checkpoint.atomic import write_text
+
+    if out is not None:
+        claim_file(out, overwrite)
     from ..finetune.batching import sorted_batches
     from ..finetune.model import load_model, require_tokenizer
     from ..finetune.tasks import read_task_data, subset, task_of_head, task_spec
 
-    if out is not None:
-        check_output_file(out)
     started = time.perf_counter()
     source = str(model) if isinstance(model, (str, Path)) else (model.config.name or "model")
     model = load_model(model) if isinstance(model, (str, Path)) else model
