@@ -170,6 +170,7 @@ def pretrain_encoder(shards, budget: DemoBudget, out: Path, seed: int, progress:
     from ..models import build_model
     from ..train import EnergyMeter, TrainSettings, seed_everything
     from ..train.pretrain import shard_trainer
+    from ..train.result import RunCard
     from ..train.pretraining import ShardSources, build_objective, fit_config_to_tokenizer, masked_lm_loss
 
     tokenizer = shards.tokenizer
@@ -186,8 +187,8 @@ def pretrain_encoder(shards, budget: DemoBudget, out: Path, seed: int, progress:
                              eval_every=max(steps // 7, 1), eval_batches=8, save_every=0, log_every=max(steps // 35, 1),
                              seed=seed)
 
-    card = {"objective": "masked language modelling (15%, 80/10/10)", "training_type": "pre-training",
-            "data": "Python standard-library docstrings", "description": "The lmforge demo's pretrained encoder."}
+    card = RunCard("pre-training", objective="masked language modelling (15%, 80/10/10)",
+                   data="Python standard-library docstrings", description="The lmforge demo's pretrained encoder.")
     sources = ShardSources(shards, objective, settings.seq_len, seed)
     trainer = shard_trainer(model, sources, settings, out, eval_batch_size=budget.batch_size, card=card,
                             loss_fn=masked_lm_loss, energy=EnergyMeter(use_codecarbon=True), progress=progress)
