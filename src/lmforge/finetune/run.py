@@ -22,6 +22,7 @@ from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSetting
 from ..checkpoint.atomic import write_text
 from ..train.result import RunCard, TrainResult, training_card
 from ..train.run_folder import RunFolder
+from .scoring import batch_metrics
 from .batching import LengthGroupedBatches, sorted_batches
 from .model import build_task_model, load_model, resolve_source
 from .tasks import DataOptions, read_task_data, subset, task_spec
@@ -133,8 +134,6 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
         return sorted_batches(valid_examples, max(settings.batch_size, 32), padding)
 
     def eval_fn(forward_model, batches, trainer):
-        from ..eval.evaluate import batch_metrics
-
         scores = batch_metrics(trainer.model, task, batches, max_new_tokens=max_new_tokens)
         return {k: v for k, v in scores.items() if isinstance(v, (int, float))}
 
@@ -155,7 +154,7 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
                                f"{' (random weights)' if from_scratch else ''}.")
     trainer = Trainer(model, settings, train_batches, eval_batches if valid_examples else None, out_dir=out,
                       eval_fn=eval_fn, callbacks=callbacks, card=card, progress=progress,
-                      energy=EnergyMeter(country or "USA", use_codecarbon=use_codecarbon))
+                      energy=EnergyMeter(country, use_codecarbon=use_codecarbon))
     folder.start()
     with folder.refusals_leave_nothing(new=True):
         result = trainer.fit()

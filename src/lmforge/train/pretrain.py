@@ -19,7 +19,7 @@ from ..data import TokenShards
 from ..errors import ConfigError
 from ..models.build import build_model
 from ..seeding import seed_everything
-from .carbon import DEFAULT_COUNTRY, EnergyMeter
+from .carbon import EnergyMeter, grid_country
 from .distributed import Distributed
 from .pretraining import OBJECTIVE_NAMES, ShardSources, build_objective, default_objective, fit_config_to_tokenizer, \
     objective_loss
@@ -75,7 +75,7 @@ class PretrainRequest:
         settings.check_world(world_size)
         return {"model": config.to_dict(), "objective": objective, "data": str(Path(self.data).resolve()),
                 "tokenizer_hash": shards.tokenizer_hash, "train": settings.to_dict(), "fsdp": bool(self.fsdp),
-                "country": (self.country or DEFAULT_COUNTRY).upper()}
+                "country": grid_country(self.country)}
 
     def _architecture(self) -> ModelConfig:
         if self.preset is not None:
