@@ -21,7 +21,7 @@ from ..train import EnergyMeter, seed_everything
 from ..train.distributed import Distributed
 from ..train.pretrain import settings_for
 from ..train.run_folder import RunFolder
-from .flags import add_setting_flags, setting_overrides
+from .flags import add_energy_flags, add_setting_flags, setting_overrides
 
 
 def register(subparsers) -> None:
@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     parser.add_argument("--speed-batches", type=int, default=20, help="validation batches timed for the report")
     parser.add_argument("--run-config", metavar="FILE", help="training settings as YAML or JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    parser.add_argument("--no-codecarbon", action="store_true", help="estimate energy from wall time only")
+    add_energy_flags(parser, measure_by_default=True)
     parser.add_argument("--device", default=None, help="cpu or cuda:N (default: this rank's GPU, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_setting_flags(parser)
@@ -99,7 +99,7 @@ def _distill(args, dist) -> int:
     with folder.refusals_leave_nothing(new=dist.is_main):
         summary, report = distill(teacher, student, sources, settings, weights, out, objective=objective, init=init,
                                   speed_batches=args.speed_batches, dist=dist,
-                                  energy=EnergyMeter(use_codecarbon=not args.no_codecarbon), progress=not args.quiet)
+                                  energy=EnergyMeter(args.country, use_codecarbon=args.codecarbon), progress=not args.quiet)
     if dist.is_main:
         print(format_report(report))
         print(f"distilled {summary['steps']:,} steps in {summary['wall_s']:.1f} s; student: {out / 'final'}")

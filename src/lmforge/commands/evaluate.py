@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from ..finetune.tasks import TASKS
+from .finetune import add_data_options
+from ..errors import InputError
+from ..eval.evaluate import evaluate
+from .finetune import data_options
 
 
 def register(subparsers) -> None:
-    from ..finetune.tasks import TASKS
-    from .finetune import add_data_options
-
     parser = subparsers.add_parser("evaluate", help="metrics of a checkpoint on a labelled file",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, metavar="DIR", help="an lmforge or Hugging Face checkpoint")
@@ -44,10 +46,6 @@ def default_metrics_path(model: str, data: str) -> Path:
 
 
 def run(args) -> int:
-    from ..errors import InputError
-    from ..eval.evaluate import evaluate
-    from .finetune import data_options
-
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = Path(args.out) if args.out else default_metrics_path(args.model, args.data[0])
