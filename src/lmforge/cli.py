@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
+import torch
+
 from . import __version__
-from .errors import LmforgeError
+from .errors import ConfigError, LmforgeError
 from .files import describe_os_error
 
 # Each module in lmforge.commands defines `register(subparsers)`, which adds its parser and sets
@@ -25,7 +28,30 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"lmforge.commands.{name}").register(subparsers)
+    for command in _leaf_parsers(parser):
+        command.add_argument("--threads", type=int, metavar="N",
+                             help="CPU threads for torch and the tokenizers (default: all cores; on a shared "
+                                  "machine fewer threads than cores avoids threads fighting for one core)")
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers that run a command (`lmforge tokenizer train`, `lmforge pretrain`, ...)."""
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not nested:
+        return [parser]
+    return [leaf for action in nested for child in dict.fromkeys(action.choices.values())
+            for leaf in _leaf_parsers(child)]
+
+
+def use_threads(threads: int | None) -> None:
+    """Limit torch and the tokenizers library (RAYON_NUM_THREADS, read when it first runs) to `threads`."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    os.environ["RAYON_NUM_THREADS"] = str(threads)
 
 
 class _ArgumentError(Exception):
@@ -40,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        use_threads(getattr(args, "threads", None))
         return int(args.run(args) or 0)
     except LmforgeError as error:
         return _fail(args.command, str(error))

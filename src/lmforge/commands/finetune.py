@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="the run folder (new or empty)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier fine-tuning run in --out")
     parser.add_argument("--max-train-examples", type=int, metavar="N", help="train on N random examples")
+    parser.add_argument("--max-valid-examples", type=int, metavar="N",
+                        help="validate on N random examples (a cap on the time each evaluation takes)")
     parser.add_argument("--patience", type=int, metavar="N", help="stop after N evaluations without improvement")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this much wall time")
     parser.add_argument("--best-metric", help="metric that selects model/ (default: accuracy, f1, bleu, eval_loss)")
@@ -71,6 +73,7 @@ def run(args) -> int:
     result = finetune(args.task, args.train, args.valid, out=args.out, checkpoint=args.checkpoint,
                       preset=args.preset, from_scratch=args.from_scratch, tokenizer=args.tokenizer,
                       settings=settings, data_options=data_options(args), max_train_examples=args.max_train_examples,
+                      max_valid_examples=args.max_valid_examples,
                       patience=args.patience, time_budget_s=args.time_budget, best_metric=args.best_metric,
                       max_new_tokens=args.max_new_tokens, overwrite=args.overwrite, country=args.country,
                       use_codecarbon=args.codecarbon, progress=not args.quiet)

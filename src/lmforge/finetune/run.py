@@ -97,7 +97,8 @@ class TimeBudget(Callback):
 def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | Path,
              checkpoint=None, preset: str | None = None, from_scratch: bool = False, tokenizer=None,
              settings: TrainSettings | dict | None = None, data_options: DataOptions | None = None,
-             max_train_examples: int | None = None, patience: int | None = None, time_budget_s: float | None = None,
+             max_train_examples: int | None = None, max_valid_examples: int | None = None,
+             patience: int | None = None, time_budget_s: float | None = None,
              best_metric: str | None = None, max_new_tokens: int = 64, overwrite: bool = False,
              country: str | None = None, use_codecarbon: bool = False, progress: bool = True) -> FinetuneResult:
     """Fine-tune for `task` (classify, tag, seq2seq, clm) on the `train` file(s), selecting the best
@@ -106,8 +107,9 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     Start from `checkpoint` (folder or loaded model; backbone copied, new head initialised), or from random
     weights with `from_scratch` (the checkpoint's or `preset`'s architecture; `tokenizer` folder or the
     checkpoint's). `settings`: TrainSettings or a dict overriding DEFAULT_SETTINGS. `patience`: stop after
-    that many evaluations without improvement. `time_budget_s`: stop after that much wall time (the same
-    budget for a pretrained and a from-scratch arm). `best_metric` overrides the task's (accuracy, f1, bleu,
+    that many evaluations without improvement. `max_valid_examples`: validate on that many random examples
+    (a cap on evaluation time). `time_budget_s`: stop after that much wall time (the same budget for a
+    pretrained and a from-scratch arm). `best_metric` overrides the task's (accuracy, f1, bleu,
     eval_loss). Returns a `FinetuneResult`; `out` must be new or empty unless `overwrite`."""
     spec = task_spec(task)
     folder = RunFolder(out, "finetune")
@@ -124,7 +126,8 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     start = build_task_model(task, source, labels, from_scratch)
     model = start.model
     train_examples = subset(train_data, max_train_examples, settings.seed).examples
-    valid_examples = read_task_data(task, valid, tok, labels, options, source.config).examples if valid is not None else None
+    valid_examples = subset(read_task_data(task, valid, tok, labels, options, source.config), max_valid_examples,
+                            settings.seed).examples if valid is not None else None
     padding = tok.padding_id
 
     def train_batches(micro: int, rank: int, world: int):
@@ -164,9 +167,7 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
 def _settings(settings: TrainSettings | dict | None) -> TrainSettings:
     if isinstance(settings, TrainSettings):
         return settings.validate()
-    values = {**DEFAULT_SETTINGS, **(settings or {})}
-    values["warmup_steps"] = min(values["warmup_steps"], values["max_steps"])
-    return TrainSettings.from_dict(values)
+    return TrainSettings.from_dict(settings or {}, defaults=DEFAULT_SETTINGS)
 
 
 def _finish(out: Path, trainer: Trainer, result: TrainResult, run: dict, card: RunCard) -> FinetuneResult:

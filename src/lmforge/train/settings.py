@@ -70,7 +70,8 @@ class TrainSettings:
         need(self.precision in PRECISIONS, f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         need(self.best_mode in MODES, f"best_mode={self.best_mode!r} is not one of {', '.join(MODES)}")
         need(self.warmup_steps <= self.max_steps,
-             f"warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}; lower warmup_steps")
+             f"warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}; lower --warmup-steps "
+             "(or leave it out: the default warm-up is shortened to the run)")
         return self
 
     def check_world(self, world_size: int) -> None:
@@ -90,7 +91,16 @@ class TrainSettings:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainSettings":
+    def from_dict(cls, data: dict[str, Any], defaults: dict[str, Any] | None = None) -> "TrainSettings":
+        """Settings from `data` (what the user gave) over `defaults` (a command's own defaults, else the
+        class's). One rule for every command: a value the user gave is honoured or refused; a default
+        warm-up longer than the run is shortened to the run (max_steps)."""
+        if "warmup_steps" not in data:
+            steps = data.get("max_steps", (defaults or {}).get("max_steps", cls.max_steps))
+            warmup = (defaults or {}).get("warmup_steps", cls.warmup_steps)
+            if isinstance(steps, int) and not isinstance(steps, bool):
+                data = {**data, "warmup_steps": min(warmup, max(steps, 0))}
+        data = {**(defaults or {}), **data}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
