@@ -10,6 +10,7 @@ import sys
 import torch
 
 from . import __version__
+from .commands.textio import warnings_on_stderr
 from .errors import ConfigError, LmforgeError
 from .files import describe_os_error
 
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         use_threads(getattr(args, "threads", None))
-        return int(args.run(args) or 0)
+        with warnings_on_stderr(args.command, always=False):  # each warning as one line
+            return int(args.run(args) or 0)
     except LmforgeError as error:
         return _fail(args.command, str(error))
     except OSError as error:  # a path that cannot be read or written: full disk, read-only, a file in the way

@@ -76,12 +76,14 @@ def print_json(record: dict) -> None:
 
 
 @contextmanager
-def warnings_on_stderr(command: str):
-    """Library warnings (e.g. truncation) as one line each: `lmforge COMMAND: warning: ...`."""
+def warnings_on_stderr(command: str, always: bool = True):
+    """Library warnings (e.g. truncation) as one line each: `lmforge COMMAND: warning: ...`; `always`
+    repeats a warning each time it is raised (the pipelines' per-input truncation notes)."""
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"lmforge {command}: warning: {message}", file=sys.stderr, flush=True)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("always")
+        if always:
+            warnings.simplefilter("always")
         warnings.showwarning = show
         yield
