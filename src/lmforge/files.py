@@ -8,15 +8,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
 import math
+import os
 import re
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -134,6 +136,23 @@ _CAUSES = {
     errno.EBUSY: "it is in use (the current folder or a mount point); choose another path",
     errno.ENAMETOOLONG: "the name is too long",
 }
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Name `path` in the errors of the writes inside: an OSError without a file name gets it, and the
+    plain exceptions of Rust libraries (safetensors, tokenizers) that carry "(os error N)" become OSErrors."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from None
+        raise
+    except Exception as error:
+        code = re.search(r"os error (\d+)", str(error))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
 
 
 def describe_os_error(error: OSError) -> str:

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from .errors import DataError
-from .files import read_mapping
+from .files import naming, read_mapping
 from .readers import iter_texts, split_text
 
 SPECIAL_ROLES = ("pad", "unk", "bos", "eos", "mask", "cls", "sep")
@@ -127,7 +127,8 @@ class Tokenizer:
         """Write tokenizer.json (the `tokenizers` format) and the special-token roles."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.backend.save(str(folder / "tokenizer.json"))
+        with naming(folder / "tokenizer.json"):
+            self.backend.save(str(folder / "tokenizer.json"))
         (folder / SPECIALS_FILE).write_text(json.dumps({"specials": self.specials}, indent=2) + "\n", encoding="utf-8")
 
     @classmethod

@@ -61,10 +61,22 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        raise _at_destination(error, tmp, path) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)
         raise
+
+
+def _at_destination(error: OSError, tmp: Path, path: Path) -> OSError:
+    """The error with the temporary folder's name replaced by the destination's (what the user named)."""
+    name = str(error.filename) if error.filename is not None else ""
+    if not name.startswith(str(tmp)):
+        return error
+    return type(error)(error.errno, error.strerror, str(path) + name[len(str(tmp)):])
 
 
 def _make_parents(folder: Path) -> list[Path]:

@@ -23,6 +23,7 @@ from ..models.build import build_model
 from ..tokenizer import Tokenizer
 from .atomic import atomic_folder
 from .card import write_card
+from ..files import naming
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -55,7 +56,8 @@ def save_checkpoint(model, path: str | Path, card: dict | None = None) -> Path:
                               "choose an empty or new folder so nothing of yours is overwritten")
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
     with atomic_folder(path) as tmp:
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "lmforge_format": str(FORMAT_VERSION)})
+        with naming(tmp / WEIGHTS_FILE):
+            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "lmforge_format": str(FORMAT_VERSION)})
         meta = {
             "format_version": FORMAT_VERSION,
             "task": model.task,

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..checkpoint.atomic import atomic_folder
 from ..checkpoint.output import claim_folder, mark_folder
 from ..errors import DataError
-from ..files import read_mapping
+from ..files import naming, read_mapping
 from ..tokenizer import Tokenizer
 from ..readers import Document, expand_inputs, iter_documents, split_text
 
@@ -162,8 +162,10 @@ class _ShardWriter:
         lengths = np.array([len(d) + extra for d in documents], dtype=np.int64)
         tokens = np.fromiter((i for d in documents for i in (d + [separator] if extra else d)), dtype=self.dtype,
                              count=int(lengths.sum()))
-        tokens.tofile(self.token_file)
-        (self.tokens + np.cumsum(lengths)).tofile(self.docs_file)
+        with naming(self.token_file.name):
+            self.token_file.write(tokens.tobytes())
+        with naming(self.docs_file.name):
+            self.docs_file.write((self.tokens + np.cumsum(lengths)).tobytes())
         self.tokens += int(lengths.sum())
         self.documents += len(documents)
 

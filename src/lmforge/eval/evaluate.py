@@ -42,7 +42,8 @@ def evaluate(model, data: str | Path | Sequence[str | Path], task: str | None = 
         raise InputError(f"{source} has a {model.task} head, but --task {task} needs a {task_spec(task).head} "
                          f"head; evaluate it with --task {task_of_head(model.task, source)} or fine-tune it for {task}")
     labels = LabelSet(label_names(model)) if task in ("classify", "tag") else None
-    examples = subset(read_task_data(task, data, tokenizer, labels, data_options, model.config), max_examples).examples
+    examples = subset(read_task_data(task, data, tokenizer, labels, data_options, model.config), max_examples,
+                      option="--max-examples").examples
     metrics = batch_metrics(model, task, sorted_batches(examples, batch_size, tokenizer.padding_id),
                             max_new_tokens=max_new_tokens, num_beams=num_beams, rouge=rouge)
     files = [data] if isinstance(data, (str, Path)) else list(data)

@@ -127,7 +127,7 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     model = start.model
     train_examples = subset(train_data, max_train_examples, settings.seed).examples
     valid_examples = subset(read_task_data(task, valid, tok, labels, options, source.config), max_valid_examples,
-                            settings.seed).examples if valid is not None else None
+                            settings.seed, "--max-valid-examples").examples if valid is not None else None
     padding = tok.padding_id
 
     def train_batches(micro: int, rank: int, world: int):

@@ -135,12 +135,12 @@ def _read_text_blocks(files: list[Path], tokenizer: Tokenizer, options: DataOpti
     return TaskData([{"input_ids": b, "labels": b} for b in blocks], None)
 
 
-def subset(data: TaskData, count: int | None, seed: int = 0) -> TaskData:
-    """`count` examples drawn at random (seeded, in file order) for low-data studies; all when None."""
+def subset(data: TaskData, count: int | None, seed: int = 0, option: str = "--max-train-examples") -> TaskData:
+    """`count` examples drawn at random (seeded, in file order) for low-data studies; all when None.
+    `option` names the count in the error (the flag that set it)."""
     if count is None or count >= len(data.examples):
         return data
     if count < 1:
-        raise ConfigError(f"the number of examples to keep (--max-train-examples, --max-examples) must be >= 1, "
-                          f"got {count}")
+        raise ConfigError(f"{option} must be >= 1, got {count}")
     keep = np.sort(np.random.default_rng(seed).choice(len(data.examples), size=count, replace=False))
     return TaskData([data.examples[i] for i in keep], data.labels)

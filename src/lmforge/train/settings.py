@@ -95,6 +95,7 @@ class TrainSettings:
         """Settings from `data` (what the user gave) over `defaults` (a command's own defaults, else the
         class's). One rule for every command: a value the user gave is honoured or refused; a default
         warm-up longer than the run is shortened to the run (max_steps)."""
+        data = coerce_fields(cls, data)
         if "warmup_steps" not in data:
             steps = data.get("max_steps", (defaults or {}).get("max_steps", cls.max_steps))
             warmup = (defaults or {}).get("warmup_steps", cls.warmup_steps)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from ..checkpoint.atomic import atomic_folder
 from ..checkpoint.io import save_checkpoint
 from ..errors import CheckpointError
+from ..files import naming
 
 STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
@@ -81,7 +82,8 @@ def write_training_checkpoint(path: Path, model, card: dict, state: dict, tensor
     """Write model + trainer state to `path` as one atomic folder replacement."""
     with atomic_folder(path) as tmp:
         save_checkpoint(model, tmp, card=card)
-        save_file(tensors, str(tmp / STATE_TENSORS))
+        with naming(tmp / STATE_TENSORS):
+            save_file(tensors, str(tmp / STATE_TENSORS))
         (tmp / STATE_JSON).write_text(json.dumps(state), encoding="utf-8")
 
 

@@ -15,6 +15,7 @@ from .formats import FORMATS
 from .mapping import strip_prefix, to_hf
 from .spec import ConfigReader, HFFormat
 from .tokenizer import save_hf_tokenizer
+from ...files import naming
 
 ALWAYS_IGNORED = {"name", "extra", "mask_token_id"}  # the mask token lives in the tokenizer, not config.json
 DERIVED = {"d_head": "head_dim", "n_decoder_layers": "decoder_layers", "n_kv_heads": "kv_heads"}
@@ -37,7 +38,8 @@ def export_hf(model, path: str | Path, model_type: str | None = None) -> Path:
         raise CheckpointError(f"{path} exists and is not a checkpoint folder; choose an empty or new folder")
     fmt, state, hf_config = match_format(model, model_type)
     with atomic_folder(path) as tmp:
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        with naming(tmp / "model.safetensors"):
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
         if getattr(model, "tokenizer", None) is not None:
             save_hf_tokenizer(model.tokenizer, tmp)
