@@ -407,3 +407,23 @@ def test_the_same_failures_through_the_real_script(world):
                                 capture_output=True, text=True)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["tokenizer", "prepare"])
+def test_one_huge_line_needs_bounded_memory(world, tmp_path, command):
+    """A 6 MB line: before, the tokenizers saw it whole (about 150x its size in working memory: 1.2 GB for
+    `tokenizer train` and 2 GB for `prepare` at 8 MB); in pieces the peak stays near the interpreter's."""
+    words = [f"{w}{i}" for i in range(50) for w in WORDS]
+    line = " ".join(words[(i * 7919) % len(words)] for i in range(1_000_000))
+    (tmp_path / "long.txt").write_text(line + "\n", encoding="utf-8")
+    args = (["tokenizer", "train", "--kind", "bpe", "--vocab-size", "400"] if command == "tokenizer"
+            else ["prepare", "--tokenizer", str(world["root"] / "tok"), "--quiet"])
+    probe = ("import resource, sys; from lmforge.cli import main; status = main(sys.argv[1:]); "
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024); sys.exit(status)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", probe, *args, "--out", str(tmp_path / "out"),
+                             str(tmp_path / "long.txt")], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    peak_mb = int(result.stdout.split()[-1])
+    assert peak_mb < 600, f"peak RSS {peak_mb} MB for a 6 MB line"
