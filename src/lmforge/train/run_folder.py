@@ -44,7 +44,7 @@ class RunFolder:
             raise ConfigError("--resume and --overwrite contradict each other; choose one")
         if resume:
             return self._recorded()
-        hint = (f"{self.path} already holds a {self.kind} run; pass --resume to continue it, --overwrite to "
+        hint = (f"{self.path} already holds a run; pass --resume to continue it, --overwrite to "
                 f"replace it, or choose another {self.option}") if self.can_resume_kind else None
         self.replace = claim_folder(self.path, self.kind, overwrite, self.option, exists_hint=hint)
         return None
