@@ -427,3 +427,31 @@ def test_one_huge_line_needs_bounded_memory(world, tmp_path, command):
     assert result.returncode == 0, result.stderr
     peak_mb = int(result.stdout.split()[-1])
     assert peak_mb < 600, f"peak RSS {peak_mb} MB for a 6 MB line"
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_the_kept_step_and_resume_says_where_it_starts(world, tmp_path):
+    """A real SIGINT to a real training process, after its first checkpoint, then `--resume`."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "lmforge", "pretrain", "--preset", "tiny-gpt2", "--data", str(world["root"] / "shards"),
+            "--out", str(out), "--max-steps", "100000", "--batch-size", "2", "--seq-len", "16", "--warmup-steps", "1",
+            "--save-every", "3", "--eval-every", "0", "--quiet", "--no-codecarbon"]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = out / "checkpoints" / "last" / "trainer_state.json"
+    while not state.is_file() and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    saved = json.loads(state.read_text())["step"]
+    assert process.returncode == 130, err
+    assert err.strip().splitlines() == [err.strip()] and f"the checkpoint of step {saved}" in err and "--resume" in err
+    resume = subprocess.Popen([sys.executable, "-m", "lmforge", "pretrain", "--out", str(out), "--resume", "--quiet",
+                               "--no-codecarbon"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = resume.stderr.readline()
+    resume.send_signal(signal.SIGINT)
+    resume.communicate(timeout=120)
+    assert first.startswith(f"resuming from step {saved} "), first
