@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from ..config import ModelConfig
 from ..errors import CheckpointError, LmforgeError
+from ..models.lora import lora_spec, restore_lora, unmerged
 from .atomic import atomic_folder
 
 FORMAT_VERSION = 1
@@ -48,7 +49,9 @@ def save_checkpoint(model, path: str | Path, card: dict | None = None) -> Path:
     if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not is_lmforge_checkpoint(path))):
         raise CheckpointError(f"{path} exists and is not an lmforge checkpoint; "
                               "choose an empty or new folder so nothing of yours is overwritten")
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    with unmerged(model):
+        state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    lora = lora_spec(model)
     with atomic_folder(path) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "lmforge_format": str(FORMAT_VERSION)})
         meta = {
@@ -57,6 +60,8 @@ def save_checkpoint(model, path: str | Path, card: dict | None = None) -> Path:
             "model": model.config.to_dict(),
             "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(tmp / WEIGHTS_FILE)},
         }
+        if lora is not None:
+            meta["lora"] = lora  # the adapters' layout, rebuilt before the weights are loaded
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if getattr(model, "tokenizer", None) is not None:
             model.tokenizer.save(tmp)
@@ -103,6 +108,11 @@ def load_checkpoint(path: str | Path, verify: bool = True, device: str | torch.d
         raise CheckpointError(f"{weights_path} does not match the SHA-256 recorded in {CONFIG_FILE}: the file was "
                               "modified or truncated; restore it (or load with verify=False at your own risk)")
     model = build_model(config, task)
+    if meta.get("lora"):
+        try:
+            restore_lora(model, meta["lora"])
+        except LmforgeError as error:
+            raise CheckpointError(f"{path / CONFIG_FILE}: {error}") from None
     load_weights(model, read_safetensors(weights_path), source=str(weights_path))
     tokenizer_dir = path if (path / "tokenizer.json").is_file() else None
     if tokenizer_dir is not None:
@@ -141,10 +151,18 @@ def load_weights(model, state: dict[str, torch.Tensor], source: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def load(path: str | Path, task: str | None = None, device: str | torch.device = "cpu", verify: bool = True):
+def load(path: str | Path, task: str | None = None, device: str | torch.device = "cpu", verify: bool = True,
+         adapter: str | Path | None = None):
     """Load a model from an lmforge checkpoint folder or a Hugging Face checkpoint folder.
 
-    `task` (Hugging Face folders only) overrides the head chosen from the checkpoint's `architectures`."""
+    `task` (Hugging Face folders only) overrides the head chosen from the checkpoint's `architectures`.
+    `adapter`: a LoRA adapter folder (lmforge's or PEFT's) made for this base, applied on top; the result
+    may have the adapter's head (a classifier trained on an embedding model)."""
+    if adapter is not None:
+        from .adapter import apply_adapter, read_adapter
+
+        read_adapter(adapter)  # a bad adapter folder fails before the base is read
+        return apply_adapter(load(path, task=task, device=device, verify=verify), adapter)
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; give a checkpoint folder (lmforge or Hugging Face)")
