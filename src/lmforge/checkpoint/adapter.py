@@ -172,6 +172,16 @@ def read_adapter(path: str | Path) -> tuple[dict, dict | None, dict[str, torch.T
     return config, meta, read_safetensors(path / WEIGHTS)
 
 
+def base_of(path: str | Path) -> Path:
+    """The base checkpoint folder an adapter folder names (PEFT's base_model_name_or_path)."""
+    config, _, _ = read_adapter(path)
+    base = config.get("base_model_name_or_path")
+    if not base or not Path(base).is_dir():
+        raise CheckpointError(f"{path} is an adapter for the base {base!r}, which is not a folder here; load it "
+                              "on its base: lmforge.load(BASE, adapter=DIR), or --adapter DIR with the base as MODEL")
+    return Path(base)
+
+
 def _json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))

@@ -157,7 +157,8 @@ def load(path: str | Path, task: str | None = None, device: str | torch.device =
 
     `task` (Hugging Face folders only) overrides the head chosen from the checkpoint's `architectures`.
     `adapter`: a LoRA adapter folder (lmforge's or PEFT's) made for this base, applied on top; the result
-    may have the adapter's head (a classifier trained on an embedding model)."""
+    may have the adapter's head (a classifier trained on an embedding model). `path` may also be an adapter
+    folder alone, whose base_model_name_or_path is a folder here."""
     if adapter is not None:
         from .adapter import apply_adapter, read_adapter
 
@@ -168,6 +169,10 @@ def load(path: str | Path, task: str | None = None, device: str | torch.device =
         raise CheckpointError(f"{path} does not exist; give a checkpoint folder (lmforge or Hugging Face)")
     if not path.is_dir():
         raise CheckpointError(f"{path} is a file; give the checkpoint folder that contains config.json")
+    if not (path / CONFIG_FILE).is_file() and (path / "adapter_config.json").is_file():
+        from .adapter import base_of
+
+        return load(base_of(path), task=task, device=device, verify=verify, adapter=path)
     meta = read_checkpoint_config(path)
     if "format_version" in meta:
         model = load_checkpoint(path, verify=verify, device=device)

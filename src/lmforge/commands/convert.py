@@ -14,6 +14,8 @@ def register(subparsers) -> None:
     parser.add_argument("--to", choices=("lmforge", "hf"), default="lmforge", help="format of DST (default lmforge)")
     parser.add_argument("--task", default=None,
                         help="head to load from a Hugging Face SRC (default: from its `architectures`)")
+    parser.add_argument("--merge-adapter", metavar="DIR",
+                        help="a LoRA adapter folder for SRC: write SRC with the adapter merged in, as a plain model")
     parser.add_argument("--model-type", default=None,
                         help="with --to hf: the Hugging Face model_type to write (default: the first that fits)")
     parser.set_defaults(run=run)
@@ -23,10 +25,15 @@ def run(args) -> int:
     from .. import load
     from ..checkpoint.hf import export_hf
 
-    model = load(args.src, task=args.task)
+    model = load(args.src, task=args.task, adapter=args.merge_adapter)
+    if args.merge_adapter is not None:
+        from ..models.lora import merge_and_unload
+
+        model = merge_and_unload(model)
     if args.to == "hf":
         export_hf(model, args.dst, model_type=args.model_type)
     else:
-        model.save(args.dst, card={"description": f"Converted by lmforge from {args.src}."})
+        merged = f" with the adapter {args.merge_adapter} merged in" if args.merge_adapter else ""
+        model.save(args.dst, card={"description": f"Converted by lmforge from {args.src}{merged}."})
     print(f"wrote {args.dst} ({args.to}, {model.config.family} {model.task}, {model.num_parameters():,} parameters)")
     return 0

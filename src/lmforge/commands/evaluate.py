@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="metrics of a checkpoint on a labelled file",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, metavar="DIR", help="an lmforge or Hugging Face checkpoint")
+    parser.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder (lmforge or PEFT) for --model")
     parser.add_argument("--data", required=True, nargs="+", metavar="FILE",
                         help="labelled data (seq2seq: SOURCE TARGET files, or one .jsonl)")
     parser.add_argument("--task", choices=list(TASKS), help="default: the task the model's head serves")
@@ -41,7 +42,13 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = Path(args.out) if args.out else Path(f"metrics-{Path(args.data[0]).stem}.json")
-    metrics = evaluate(args.model, args.data, args.task, out=out, batch_size=args.batch_size,
+    model = args.model
+    if args.adapter is not None:
+        from .. import load
+
+        model = load(args.model, adapter=args.adapter)
+        model.config.name = f"{args.model} + adapter {args.adapter}"
+    metrics = evaluate(model, args.data, args.task, out=out, batch_size=args.batch_size,
                        data_options=data_options(args), max_examples=args.max_examples,
                        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, rouge=args.rouge)
     shown = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}

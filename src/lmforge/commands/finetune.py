@@ -4,9 +4,10 @@
     lmforge finetune --from minilm/ --from-scratch --task classify ...        # same architecture, random weights
     lmforge finetune --preset tiny-bert --from-scratch --tokenizer tok/ --task tag --train a.conll ...
     lmforge finetune --from t5/ --task seq2seq --train train.en train.de --valid val.en val.de --out runs/mt
+    lmforge finetune --from minilm/ --task classify ... --lora-r 8 --lora-targets attention,mlp   # LoRA adapter
 
 The run folder gets model/ (the best checkpoint by the validation metric: accuracy, entity F1, BLEU or
-loss), finetune.json, metrics.jsonl, summary.json, checkpoints/ and final/ (the last step).
+loss; with --lora-r, adapter/ instead: a PEFT-format adapter folder), finetune.json, metrics.jsonl, summary.json, checkpoints/ and final/ (the last step).
 """
 
 from __future__ import annotations
@@ -42,10 +43,38 @@ def register(subparsers) -> None:
     parser.add_argument("--codecarbon", action="store_true", help="measure energy with codecarbon")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_data_options(parser)
+    add_lora_flags(parser)
     settings = parser.add_argument_group("training settings", f"defaults: {DEFAULT_SETTINGS}")
     for name, kind in SETTING_FLAGS.items():
         settings.add_argument("--" + name.replace("_", "-"), type=kind, metavar=name.upper())
     parser.set_defaults(run=run)
+
+
+def add_lora_flags(parser) -> None:
+    lora = parser.add_argument_group("LoRA (low-rank adapters on a frozen base; writes out/adapter)")
+    lora.add_argument("--lora-r", type=int, metavar="R", help="adapter rank; turns LoRA on")
+    lora.add_argument("--lora-alpha", type=float, metavar="A", help="scaling numerator (default 2R)")
+    lora.add_argument("--lora-dropout", type=float, metavar="P", help="dropout on the adapters' input (default 0)")
+    lora.add_argument("--lora-targets", metavar="LIST", help="comma-separated layers: q,k,v,o,up,gate,down, "
+                      "attention, mlp, any linear's name, or all-linear (default attention,mlp)")
+    lora.add_argument("--rslora", action="store_true", help="rank-stabilised scaling alpha/sqrt(R)")
+
+
+def lora_settings(args):
+    """LoraSettings from the --lora-* flags, None without --lora-r (the others alone are a ConfigError)."""
+    from ..errors import ConfigError
+    from ..models.lora import LoraSettings
+
+    given = [flag for flag, value in (("--lora-alpha", args.lora_alpha), ("--lora-dropout", args.lora_dropout),
+                                      ("--lora-targets", args.lora_targets), ("--rslora", args.rslora or None))
+             if value is not None]
+    if args.lora_r is None:
+        if given:
+            raise ConfigError(f"{given[0]} needs --lora-r R (the adapter rank) to turn LoRA on")
+        return None
+    defaults = LoraSettings()
+    return LoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout or 0.0,
+                        targets=args.lora_targets or defaults.targets, rslora=args.rslora).validate()
 
 
 def add_data_options(parser) -> None:
@@ -71,13 +100,14 @@ def data_options(args):
 def run(args) -> int:
     from ..finetune import finetune
 
+    lora_settings(args)  # flag mistakes before any data is read
     settings = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name) is not None}
     result = finetune(args.task, args.train, args.valid, out=args.out, checkpoint=args.checkpoint,
                       preset=args.preset, from_scratch=args.from_scratch, tokenizer=args.tokenizer,
                       settings=settings, data_options=data_options(args), max_train_examples=args.max_train_examples,
                       patience=args.patience, time_budget_s=args.time_budget, best_metric=args.best_metric,
                       max_new_tokens=args.max_new_tokens, overwrite=args.overwrite, country=args.country,
-                      use_codecarbon=args.codecarbon, progress=not args.quiet)
+                      use_codecarbon=args.codecarbon, progress=not args.quiet, lora=lora_settings(args))
     print(result.starting_point)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))
     print(f"fine-tuned {result.steps} steps in {result.wall_s:.1f} s ({result.energy_kwh:.3g} kWh, "

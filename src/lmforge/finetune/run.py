@@ -6,7 +6,8 @@
 
 The run folder `out` holds what `Trainer` writes (metrics.jsonl, checkpoints/{last,best}, summary.json,
 final/ = the last step) plus model/: the best checkpoint by the validation metric (accuracy, entity F1,
-BLEU or validation loss), a normal lmforge checkpoint with the label map and a fine-tuning model card,
+BLEU or validation loss), a normal lmforge checkpoint with the label map and a fine-tuning model card (a
+LoRA run writes adapter/ instead: PEFT's adapter_config.json + adapter_model.safetensors and the card),
 and finetune.json (the run: task, starting point, data, settings, metrics, time, energy).
 """
 
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..checkpoint.adapter import save_adapter
 from ..errors import ConfigError
+from ..models.lora import LoraSettings, add_lora, trainable_parameters
 from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSettings, seed_everything
 from ..train.folders import check_run_folder
 from .batching import LengthGroupedBatches, sorted_batches
@@ -27,6 +30,7 @@ from .model import build_task_model, load_model, pad_id, resolve_source
 from .tasks import DataOptions, read_task_data, subset, task_spec
 
 MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"  # LoRA runs: the adapter folder instead of a whole model
 RUN_FILE = "finetune.json"
 # Fine-tuning defaults (BERT's recipe: small learning rate, short warmup, linear decay, light weight decay).
 DEFAULT_SETTINGS = {"max_steps": 500, "batch_size": 32, "lr": 5e-5, "warmup_steps": 50, "schedule": "linear",
@@ -41,7 +45,7 @@ class FinetuneResult:
     """What a run produced: the best validation metrics, the saved checkpoint and the cost."""
 
     metrics: dict  # validation metrics of the best checkpoint (empty without validation data)
-    model_path: Path  # out/model
+    model_path: Path  # out/model, or out/adapter for a LoRA run
     best_step: int | None
     steps: int
     wall_s: float
@@ -98,7 +102,8 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
              settings: TrainSettings | dict | None = None, data_options: DataOptions | None = None,
              max_train_examples: int | None = None, patience: int | None = None, time_budget_s: float | None = None,
              best_metric: str | None = None, max_new_tokens: int = 64, overwrite: bool = False,
-             country: str | None = None, use_codecarbon: bool = False, progress: bool = True) -> FinetuneResult:
+             country: str | None = None, use_codecarbon: bool = False, progress: bool = True,
+             lora: LoraSettings | None = None) -> FinetuneResult:
     """Fine-tune for `task` (classify, tag, seq2seq, clm) on the `train` file(s), selecting the best
     checkpoint on `valid` (seq2seq: [source, target] files or one .jsonl).
 
@@ -107,7 +112,9 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     checkpoint's). `settings`: TrainSettings or a dict overriding DEFAULT_SETTINGS. `patience`: stop after
     that many evaluations without improvement. `time_budget_s`: stop after that much wall time (the same
     budget for a pretrained and a from-scratch arm). `best_metric` overrides the task's (accuracy, f1, bleu,
-    eval_loss). Returns a `FinetuneResult`; `out` must be new or empty unless `overwrite`."""
+    eval_loss). `lora`: train low-rank adapters on a frozen base instead of every weight (tensors the run
+    initialises, such as a new head, are trained in full); out/adapter is then a PEFT-format adapter folder
+    and `model_path` points to it. Returns a `FinetuneResult`; `out` must be new or empty unless `overwrite`."""
     spec = task_spec(task)
     out = _prepare_folder(Path(out), overwrite)
     options = data_options or DataOptions()
@@ -120,6 +127,11 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     seed_everything(settings.seed)  # the new head (or the whole from-scratch model) depends on the seed only
     start = build_task_model(task, source, labels, from_scratch)
     model = start.model
+    if lora is not None:
+        if from_scratch or source.model is None:
+            raise ConfigError("LoRA adapts pretrained weights; start from a checkpoint (--from DIR) without "
+                              "--from-scratch, or leave out --lora-r")
+        add_lora(model, lora, trainable=start.initialised)
     train_examples = subset(train_data, max_train_examples, settings.seed).examples
     valid_examples = read_task_data(task, valid, tok, labels, options).examples if valid is not None else None
     padding = pad_id(tok)
@@ -146,7 +158,8 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
            "preset": preset, "from_scratch": from_scratch, "train": _names(train), "valid": _names(valid),
            "train_examples": len(train_examples), "valid_examples": len(valid_examples or []),
            "labels": labels.names if labels is not None else None, "settings": settings.to_dict(),
-           "patience": patience, "time_budget_s": time_budget_s}
+           "patience": patience, "time_budget_s": time_budget_s,
+           "lora": lora.to_dict() if lora is not None else None, "trainable_parameters": trainable_parameters(model)}
     card = {"training_type": "fine-tuning", "objective": f"{task} ({spec.head})",
             "data": f"{', '.join(run['train'])} ({len(train_examples):,} examples)",
             "description": f"Fine-tuned by `lmforge finetune` for {task} from {run['checkpoint'] or preset}"
@@ -185,14 +198,19 @@ def _finish(out: Path, trainer: Trainer, summary: dict, run: dict, card: dict, w
         metrics = next((r for r in _records(out) if r.get("step") == best.best_step and best.metric in r), metrics)
         metrics = {k: v for k, v in metrics.items() if k != "step"}
     model = load_model(chosen)
+    adapter = getattr(model, "lora_settings", None) is not None
     compute = {"wall time": f"{wall:.1f} s", "energy": f"{summary['energy_kwh']:.6f} kWh ({summary['energy_source']})",
                "CO2": f"{summary['co2_kg']:.6f} kg CO2eq"}
     facts = {**card, "steps": summary["steps"], "compute": compute, "metrics": metrics or None,
              "co2_eq_emissions": {"emissions": summary["co2_kg"] * 1000.0, "source": summary["energy_source"],
                                   "training_type": "fine-tuning"}}
     facts.pop("training_type")
-    model.save(out / MODEL_DIR, card=facts)
-    result = FinetuneResult(metrics=metrics, model_path=out / MODEL_DIR, best_step=best.best_step if best else None,
+    if adapter:
+        model_path = save_adapter(model, out / ADAPTER_DIR, base=run["checkpoint"] and _base_path(run["checkpoint"]),
+                                  card=facts)
+    else:
+        model_path = model.save(out / MODEL_DIR, card=facts)
+    result = FinetuneResult(metrics=metrics, model_path=model_path, best_step=best.best_step if best else None,
                             steps=summary["steps"], wall_s=wall, energy_kwh=summary["energy_kwh"],
                             co2_kg=summary["co2_kg"], energy_source=summary["energy_source"], summary=summary,
                             starting_point=run["starting_point"])
@@ -202,6 +220,11 @@ def _finish(out: Path, trainer: Trainer, summary: dict, run: dict, card: dict, w
               "model": str(result.model_path)}
     write_text(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
     return result
+
+
+def _base_path(checkpoint: str) -> str:
+    """The base as an absolute folder path (so the adapter folder finds it from anywhere)."""
+    return str(Path(checkpoint).resolve()) if Path(checkpoint).is_dir() else checkpoint
 
 
 def _records(out: Path) -> list[dict]:

@@ -261,9 +261,9 @@ ALIASES = {"ner": "token-classification", "sentiment-analysis": "text-classifica
 
 
 def pipeline(task: str, model, truncation: bool = True, batch_size: int = 8, device: str | torch.device = "cpu",
-             **kwargs) -> Pipeline:
+             adapter: str | Path | None = None, **kwargs) -> Pipeline:
     """A ready pipeline for `task` on `model` (a checkpoint folder, lmforge or Hugging Face, or a loaded
-    model). Raises `InputError` when the model's head cannot serve the task, naming the tasks it can serve.
+    model), with the LoRA `adapter` folder applied to a model given as a folder. Raises `InputError` when the model's head cannot serve the task, naming the tasks it can serve.
     Extra keyword arguments: `options` (GenerationOptions) for generation tasks, `prefix` for text2text."""
     task = ALIASES.get(task, task)
     if task not in PIPELINES:
@@ -271,7 +271,11 @@ def pipeline(task: str, model, truncation: bool = True, batch_size: int = 8, dev
     if isinstance(model, (str, Path)):
         from ..checkpoint.io import load
 
-        model = load(model, device=device)
+        model = load(model, device=device, adapter=adapter)
+    elif adapter is not None:
+        from ..checkpoint.adapter import apply_adapter
+
+        model = apply_adapter(model, adapter)
     cls = PIPELINES[task]
     if model.task not in cls.heads:
         can = [name for name, c in PIPELINES.items() if model.task in c.heads]
