@@ -153,3 +153,17 @@ def test_lmforge_adapter_loads_into_peft(case, targets, tmp_path):
     assert not any(".lora." in n for n in plain.state_dict())
     assert max_difference(our_outputs(plain, ids, mask, decoder_ids, decoder_mask), ours, mask, decoder_mask,
                           model) <= TOLERANCE
+
+
+def test_a_peft_adapter_for_another_base_names_the_first_mismatch(tmp_path):
+    from lmforge.errors import CheckpointError
+
+    reference = random_hf_model("BertForMaskedLM", bert(**BERT_A))
+    peft_model(reference, "bert", "masked-lm", False).save_pretrained(tmp_path / "adapter")
+    random_hf_model("DistilBertForMaskedLM", distilbert(**DISTIL_A)).save_pretrained(tmp_path / "distilbert")
+    with pytest.raises(CheckpointError, match=r"adapts bert\.encoder\.layer\.0\..*which this distilbert masked-lm "
+                                              "base does not have"):
+        lmforge.load(tmp_path / "distilbert", adapter=tmp_path / "adapter")
+    random_hf_model("BertForMaskedLM", bert(**BERT_B)).save_pretrained(tmp_path / "narrower")
+    with pytest.raises(CheckpointError, match=r"lora_A \(4, 30\) .* needs \(4, 25\)"):
+        lmforge.load(tmp_path / "narrower", adapter=tmp_path / "adapter")

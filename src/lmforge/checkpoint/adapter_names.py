@@ -5,7 +5,8 @@ the file (equal row chunks of the same rows). BERT's `kv` is one group of our `k
 `value`; GPT-2's `c_attn` is one group of our `q`, `kv` and the file's `c_attn`. Our row blocks (q, k, v)
 fall inside one chunk each, so every conversion is a matter of placing blocks:
 
-  file -> ours: each block in a chunk takes the chunk's A and its own rows of B (exact);
+  file -> ours: each block in a chunk takes the chunk's A and its own rows of B (exact), without the rank
+                columns its rows leave at zero (so a block-diagonal chunk comes back as its pairs);
   ours -> file: a chunk whose blocks share one A and scaling gets that A and the stacked B's (rank r);
                 otherwise A = [A_1; A_2; ...] and B = diag(B_1, B_2, ...) (rank r_1 + r_2 + ..., exact).
 
@@ -164,9 +165,20 @@ def import_chunk(model: nn.Module, chunk: Chunk, a: torch.Tensor, b: torch.Tenso
         layer = wrap(site, dropout)
         if block.name in layer.lora:
             raise CheckpointError(f"{where}: {site.name} already has an adapter; load one adapter per model")
-        pair: LoRAPair = layer.add(block.name, a.shape[0], scaling)
+        block_a, block_b = own_columns(a, b[block.start - offset:block.stop - offset])
+        pair: LoRAPair = layer.add(block.name, block_a.shape[0], scaling)
         with torch.no_grad():
-            pair.A.copy_(a)
-            pair.B.copy_(b[block.start - offset:block.stop - offset])
+            pair.A.copy_(block_a)
+            pair.B.copy_(block_b)
         adapted.append(site.name)
     return adapted
+
+
+def own_columns(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block's (A, B) without the rank columns its rows of B leave at zero (the off-diagonal blocks
+    `export_chunk` writes): exact, and a block-diagonal file adapter comes back as the pairs it was made of.
+    A B that is zero throughout (a fresh adapter) keeps every column."""
+    used = b.abs().sum(dim=0) != 0  # (rank,)
+    if not used.any() or used.all():
+        return a, b
+    return a[used], b[:, used]

@@ -7,7 +7,7 @@
 Targets name projections the way lmforge's blocks do: q, k, v, o (self- and cross-attention), up, gate,
 down (the MLP), any other linear by its name (`pooler.dense`), a longer suffix to be specific
 (`cross_attn.q`, `decoder.blocks.0.self_attn.v`), the groups `attention` and `mlp`, or `all-linear`
-(every linear layer outside the task head, which is trained in full when new). k and v are the two row blocks of attention's fused `kv`.
+(every linear layer). The task head is never adapted: a new one is trained in full. k and v are the two row blocks of attention's fused `kv`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..nn.lora import LoRALinear, row_blocks
 
 GROUPS = {"attention": ("q", "k", "v", "o"), "mlp": ("up", "gate", "down")}
 ALL_LINEAR = "all-linear"
-HEAD_PREFIX = "head."  # all-linear leaves the task head out
+HEAD_PREFIX = "head."  # targets leave the task head out
 
 
 @dataclass(frozen=True)
@@ -100,14 +100,14 @@ def sites(model: nn.Module) -> list[Site]:
 
 def select(model: nn.Module, targets: tuple[str, ...]) -> list[Site]:
     """The sites `targets` name; a target that matches nothing is a `ConfigError` listing the names that exist."""
-    available = sites(model)
+    available = [s for s in sites(model) if not s.path.startswith(HEAD_PREFIX)]
     chosen: dict[str, Site] = {}
     for target in targets:
         wanted = GROUPS.get(target, (target,))
-        matched = [s for s in available if not s.path.startswith(HEAD_PREFIX)] if target == ALL_LINEAR else [
+        matched = available if target == ALL_LINEAR else [
             s for s in available if any(s.name == w or s.name.endswith("." + w) for w in wanted)]
         if not matched and target not in GROUPS:
-            leaves = sorted({s.name.rpartition(".")[2] for s in available})
+            leaves = dict.fromkeys(s.name.rpartition(".")[2] for s in available)
             raise ConfigError(f"LoRA target {target!r} matches no linear layer of this {model.config.family} model; "
                               f"layers are named {', '.join(leaves)} (or use attention, mlp, {ALL_LINEAR})")
         chosen.update((s.name, s) for s in matched)
