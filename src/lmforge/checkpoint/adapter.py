@@ -19,9 +19,13 @@ from safetensors.torch import save_file
 
 from ..config import ModelConfig
 from ..errors import CheckpointError, LmforgeError
+from ..models.build import build_model
 from ..models.lora import LoraSettings, adapter_state, freeze_except, lora_layers, scaling_for, trainable_parameters
 from .adapter_names import PREFIX, Chunk, chunks, export_chunk, import_chunk, lookup
 from .atomic import atomic_folder
+from .card import write_card
+from .hf.export import match_format
+from .hf.mapping import NEW_HEAD_PREFIXES, to_hf
 from .io import read_safetensors
 
 CONFIG = "adapter_config.json"
@@ -38,8 +42,6 @@ UNSUPPORTED = {"use_dora": "DoRA", "lora_bias": "trained LoRA biases", "layer_re
 def file_format(model):
     """(Hugging Face format, architecture) whose key names the adapter uses, or (None, None) when no
     format lmforge writes expresses this model (the file then uses lmforge's names)."""
-    from .hf.export import match_format
-
     base = {n: t for n, t in model.state_dict().items() if ".lora." not in f".{n}"}
     hint = model.config.extra.get("model_type") if isinstance(model.config.extra, dict) else None
     try:
@@ -116,8 +118,6 @@ def modules_to_save(model, fmt, architecture, saved: dict[str, str]) -> list[str
 
 def saved_names(model, fmt, architecture) -> dict[str, str]:
     """Our name -> the file's name of every fully trained tensor (the Hugging Face name through the rules)."""
-    from .hf.mapping import to_hf
-
     names = {}
     state = model.state_dict()
     for name in getattr(model, "lora_trainable", []):
@@ -133,8 +133,6 @@ def saved_names(model, fmt, architecture) -> dict[str, str]:
 
 
 def write_adapter_card(folder: Path, model, meta: dict, facts: dict) -> None:
-    from .card import write_card
-
     share = meta["trainable_parameters"] / max(model.num_parameters(backbone_only=True), 1)
     compute = {"adapter": f"LoRA, {len(lora_layers(model))} layers adapted",
                "trainable parameters": f"{meta['trainable_parameters']:,} ({share:.2%} of the backbone)",
@@ -255,8 +253,6 @@ def _adapted(model) -> list[str]:
 
 def saved_names_for(model, fmt, architecture) -> dict[str, str]:
     """Our name -> file name for every tensor a task head (or pooler) may save."""
-    from .hf.mapping import NEW_HEAD_PREFIXES
-
     names = [n for n in model.state_dict() if n.startswith(NEW_HEAD_PREFIXES) and ".lora." not in n]
     keep = getattr(model, "lora_trainable", [])
     model.lora_trainable = names
@@ -288,8 +284,6 @@ def pattern_value(config: dict, field: str, module: str, default):
 def with_adapter_head(model, meta: dict, path: Path):
     """`model` with the task and head the adapter was trained with; the architecture must be the same
     (else a `CheckpointError` naming the first field that differs)."""
-    from ..models.build import build_model
-
     try:
         wanted = ModelConfig.from_dict(meta["model"])
     except (KeyError, LmforgeError) as error:
@@ -305,5 +299,5 @@ def with_adapter_head(model, meta: dict, path: Path):
     theirs = model.state_dict()
     headed.load_state_dict({n: t for n, t in theirs.items() if n in headed.state_dict()
                             and headed.state_dict()[n].shape == t.shape and not n.startswith("head.")}, strict=False)
-    headed.tokenizer = getattr(model, "tokenizer", None)
+    headed.attach_tokenizer(getattr(model, "tokenizer", None))
     return headed.to(model.device)

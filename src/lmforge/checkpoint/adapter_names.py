@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..models.lora import sites
-from ..nn.lora import LoRALinear, LoRAPair
+from ..models.lora import sites, wrap
+from ..nn.lora import LoRALinear, LoRAPair, row_blocks
+from .hf.mapping import active_rules
 
 PREFIX = "base_model.model."  # what PEFT puts before the model's own module names
 
@@ -75,8 +76,6 @@ def chunks(model: nn.Module, fmt=None, architecture: str | None = None) -> dict[
 
 
 def _blocks(linear: nn.Linear, layer_sites) -> list[tuple[int, int, str]]:
-    from ..nn.lora import row_blocks
-
     owner, attribute = layer_sites[0].owner, layer_sites[0].attribute
     return [(start, stop, name) for name, (start, stop) in row_blocks(owner, attribute, linear).items()]
 
@@ -87,8 +86,6 @@ def _own_groups(by_layer):
 
 
 def _hf_groups(model, fmt, architecture, by_layer):
-    from .hf.mapping import active_rules
-
     backbone, heads = active_rules(fmt, model.config, model.task)
     prefix = "" if fmt.is_base(architecture) else fmt.base_prefix
     done = set()
@@ -156,8 +153,6 @@ def import_chunk(model: nn.Module, chunk: Chunk, a: torch.Tensor, b: torch.Tenso
                               f"{tuple(a.shape)} and lora_B {tuple(b.shape)}, but the base model's layer needs "
                               f"({a.shape[0]}, {chunk.in_features}) and ({chunk.rows}, {a.shape[0]}); "
                               "the adapter was made for a base model of another size")
-    from ..models.lora import wrap
-
     by_site = {(s.path, s.block): s for s in sites(model)}
     offset, adapted = chunk.blocks[0].start, []
     for block in chunk.blocks:

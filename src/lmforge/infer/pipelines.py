@@ -17,6 +17,8 @@ from typing import Iterator
 
 import torch
 
+from ..checkpoint.adapter import apply_adapter
+from ..checkpoint.folder import load
 from ..errors import InputError
 from ..models.heads import sentence_embedding
 from .entities import group_entities, word_predictions
@@ -194,7 +196,7 @@ class TextGeneration(_Generating):
     heads = ("causal-lm",)
 
     def _prompt_limit(self, options: GenerationOptions) -> int:
-        if self.model.config.positions not in ("learned", "sinusoidal"):
+        if not self.model.config.positions_bounded:
             return self.max_length
         limit = self.max_length - options.max_new_tokens
         if limit < 1:
@@ -269,12 +271,8 @@ def pipeline(task: str, model, truncation: bool = True, batch_size: int = 8, dev
     if task not in PIPELINES:
         raise InputError(f"unknown pipeline task {task!r}; choose one of: {', '.join(PIPELINES)}")
     if isinstance(model, (str, Path)):
-        from ..checkpoint.io import load
-
         model = load(model, device=device, adapter=adapter)
     elif adapter is not None:
-        from ..checkpoint.adapter import apply_adapter
-
         model = apply_adapter(model, adapter)
     cls = PIPELINES[task]
     if model.task not in cls.heads:
@@ -287,4 +285,4 @@ def pipeline(task: str, model, truncation: bool = True, batch_size: int = 8, dev
 
 
 def _labels(config) -> dict[int, str]:
-    return config.id2label or {i: f"LABEL_{i}" for i in range(config.num_labels)}
+    return config.label_names
