@@ -18,6 +18,7 @@ from test_hf_parity import (BART_A, BERT_A, BERT_B, DISTIL_A, GPT2_A, GPT2_B, LA
 
 import lmforge
 from lmforge.checkpoint.adapter import save_adapter
+from lmforge.checkpoint.hf.formats import FORMATS
 from lmforge.models.lora import LoraSettings, add_lora, merge_and_unload, set_merged, trainable_parameters
 
 T = pytest.importorskip("transformers")
@@ -32,6 +33,7 @@ HF_TARGETS = {
     "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
     "bart": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
     "t5": ["q", "k", "v", "o", "wi", "wo", "wi_0", "wi_1"],
+    "llama": "all-linear", "mistral": "all-linear", "qwen2": "all-linear", "qwen3": "all-linear",
 }
 PEFT_TASK = {"causal-lm": "CAUSAL_LM", "seq2seq-lm": "SEQ_2_SEQ_LM", "sequence-classification": "SEQ_CLS",
              "token-classification": "TOKEN_CLS", "masked-lm": None, "embedding": None}
@@ -48,6 +50,13 @@ CASES = [
     ("t5-lm", "T5ForConditionalGeneration", t5(**T5_A), "seq2seq-lm"),
     ("t5-v1_1-lm", "T5ForConditionalGeneration", t5(**T5_V11), "seq2seq-lm"),
 ]
+# Modern decoders with grouped-query attention (k and v narrower than q), when lmforge reads their format.
+DECODER = dict(vocab_size=97, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
+               num_hidden_layers=2, max_position_embeddings=64, pad_token_id=0)
+CASES += [(f"{t}-lm", f"{name}ForCausalLM", getattr(T, f"{name}Config")(**DECODER, **extra), "causal-lm")
+          for t, name, extra in (("llama", "Llama", {}), ("mistral", "Mistral", {}), ("qwen2", "Qwen2", {}),
+                                 ("qwen3", "Qwen3", {"head_dim": 8}))
+          if t in FORMATS]
 IDS = [c[0] for c in CASES]
 
 
