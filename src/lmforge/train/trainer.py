@@ -35,7 +35,7 @@ from .distributed import Distributed
 from .metrics_log import MetricsLog
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .settings import TrainSettings
-from .shards import ModelShards
+from .model_shards import ModelShards
 from .state import join_optimizer_state, read_training_state, rng_state, set_rng_state, split_optimizer_state, \
     write_training_checkpoint
 
