@@ -19,7 +19,7 @@ from test_hf_parity import (BART_A, BERT_A, BERT_B, DISTIL_A, GPT2_A, GPT2_B, LA
 import lmforge
 from lmforge.checkpoint.adapter import save_adapter
 from lmforge.checkpoint.hf.formats import FORMATS
-from lmforge.models.lora import LoraSettings, add_lora, merge_and_unload, set_merged, trainable_parameters
+from lmforge.models.lora import LoraSettings, add_lora, lora_layers, merge_and_unload, set_merged, trainable_parameters
 
 T = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -176,3 +176,7 @@ def test_a_peft_adapter_for_another_base_names_the_first_mismatch(tmp_path):
     random_hf_model("BertForMaskedLM", bert(**BERT_B)).save_pretrained(tmp_path / "narrower")
     with pytest.raises(CheckpointError, match=r"lora_A \(4, 30\) .* needs \(4, 25\)"):
         lmforge.load(tmp_path / "narrower", adapter=tmp_path / "adapter")
+    narrower = lmforge.load(tmp_path / "narrower")
+    with pytest.raises(CheckpointError):
+        lmforge.pipeline("fill-mask", narrower, adapter=tmp_path / "adapter")
+    assert not lora_layers(narrower) and all(p.requires_grad for p in narrower.parameters())  # left as it was

@@ -21,7 +21,7 @@ from ..config import ModelConfig
 from ..errors import CheckpointError, LmforgeError
 from ..models.build import build_model
 from ..models.lora import LoraSettings, adapter_state, freeze_except, lora_layers, scaling_for, trainable_parameters
-from .adapter_names import PREFIX, Chunk, chunks, export_chunk, import_chunk, lookup
+from .adapter_names import PREFIX, check_chunk, chunks, export_chunk, import_chunk, lookup
 from .atomic import atomic_folder
 from .card import write_card
 from .hf.export import match_format
@@ -190,61 +190,80 @@ def _json(path: Path) -> dict:
 def apply_adapter(model, path: str | Path):
     """Load the adapter folder `path` into `model` (an lmforge model of the base it was made for) and
     return the adapted model: base frozen, adapters and the adapter's task head loaded. An adapter trained
-    for another task (a classifier on an embedding model) rebuilds the model with that head first."""
+    for another task (a classifier on an embedding model) rebuilds the model with that head first.
+    Everything is checked before `model` is changed: a mismatch leaves it as it was."""
     path = Path(path)
     config, meta, tensors = read_adapter(path)
     if meta is not None:
         model = with_adapter_head(model, meta, path)
     fmt, architecture = file_format(model)
-    expected = meta["key_names"] if meta else None
+    check_key_names(model, fmt, meta, path)
+    where = f"{fmt.model_type if fmt else 'lmforge'} {model.task} base"
+    pairs = plan_pairs(model, fmt, architecture, config, tensors, str(path / WEIGHTS), where)
+    saved = plan_saved(model, fmt, architecture, tensors, str(path / WEIGHTS), where)
+    dropout = float(config.get("lora_dropout") or 0.0)
+    for chunk, a, b, scaling in pairs:
+        import_chunk(model, chunk, a, b, scaling, dropout)
+    state = model.state_dict()
+    with torch.no_grad():
+        for ours, value in saved.items():
+            state[ours].copy_(value)
+    model.lora_settings = LoraSettings(r=int(config.get("r", 8)), alpha=float(config.get("lora_alpha", 8)),
+                                       dropout=dropout, rslora=bool(config.get("use_rslora")),
+                                       targets=tuple(dict.fromkeys(b.rpartition(".")[2] for b in _adapted(model))))
+    freeze_except(model, list(saved))
+    return model
+
+
+def check_key_names(model, fmt, meta: dict | None, path: Path) -> None:
+    """The adapter's key names must be the ones this base's format gives."""
     found = fmt.model_type if fmt else "lmforge"
-    if expected is not None and expected != found:
-        raise CheckpointError(f"{path} was made for a {expected} model, but the base is a {found} "
+    if meta is not None and meta.get("key_names") != found:
+        raise CheckpointError(f"{path} was made for a {meta.get('key_names')} model, but the base is a {found} "
                               f"{model.config.family} model; load it on the base it was trained from")
     if fmt is None and meta is None:
         raise CheckpointError(f"{path} has no {META} and the base model matches no Hugging Face format, so its "
                               "key names cannot be read; load it on the base it was trained from")
+
+
+def plan_pairs(model, fmt, architecture, config: dict, tensors: dict, where: str, base: str) -> list[tuple]:
+    """(chunk, A, B, scaling) for every lora_A / lora_B pair of the file, each checked against the base."""
     table = chunks(model, fmt, architecture)
-    saved = {v: k for k, v in saved_names_for(model, fmt, architecture).items()}
-    lora_keys = sorted(k for k in tensors if k.endswith(".lora_A.weight"))
-    other = [k for k in tensors if not k.endswith((".lora_A.weight", ".lora_B.weight"))]
-    trainable = []
-    for key in lora_keys:
+    plan = []
+    for key in sorted(k for k in tensors if k.endswith(".lora_A.weight")):
         module = key.removesuffix(".lora_A.weight")
         chunk = lookup(table, module, fmt.base_prefix if fmt else "")
         if chunk is None:
-            raise CheckpointError(f"{path / WEIGHTS}: {key} adapts {module.removeprefix(PREFIX)}, which this "
-                                  f"{found} {model.task} base does not have; the adapter was made for another "
-                                  "base model")
+            raise CheckpointError(f"{where}: {key} adapts {module.removeprefix(PREFIX)}, which this {base} does "
+                                  "not have; the adapter was made for another base model")
         b = tensors.get(f"{module}.lora_B.weight")
         if b is None:
-            raise CheckpointError(f"{path / WEIGHTS} has {key} but no lora_B for it; the adapter is damaged")
+            raise CheckpointError(f"{where} has {key} but no lora_B for it; the adapter is damaged")
         a = tensors[key]
-        scaling = scaling_for(pattern_value(config, "alpha_pattern", module, config.get("lora_alpha", 8)),
-                              a.shape[0], bool(config.get("use_rslora")))
-        import_chunk(model, chunk, a.float(), b.float(), scaling, float(config.get("lora_dropout") or 0.0),
-                     str(path / WEIGHTS))
+        check_chunk(model, chunk, a, b, where)
+        alpha = pattern_value(config, "alpha_pattern", module, config.get("lora_alpha", 8))
+        plan.append((chunk, a.float(), b.float(), scaling_for(alpha, a.shape[0], bool(config.get("use_rslora")))))
+    if not plan:
+        raise CheckpointError(f"{where} holds no LoRA weights (lora_A / lora_B); the adapter is damaged")
+    return plan
+
+
+def plan_saved(model, fmt, architecture, tensors: dict, where: str, base: str) -> dict[str, torch.Tensor]:
+    """Our name -> value of every fully trained tensor of the file (a task head), each checked."""
+    saved = {v: k for k, v in saved_names_for(model, fmt, architecture).items()}
     state = model.state_dict()
-    for key in other:
+    plan = {}
+    for key in (k for k in tensors if not k.endswith((".lora_A.weight", ".lora_B.weight"))):
         ours = saved.get(key) or saved.get(lookup_prefixed(key, saved, fmt))
         if ours is None:
-            raise CheckpointError(f"{path / WEIGHTS}: {key.removeprefix(PREFIX)} is not a weight of this {found} "
-                                  f"{model.task} base; the adapter was made for another base model or task")
+            raise CheckpointError(f"{where}: {key.removeprefix(PREFIX)} is not a weight of this {base}; the "
+                                  "adapter was made for another base model or task")
         if tensors[key].shape != state[ours].shape:
-            raise CheckpointError(f"{path / WEIGHTS}: {key.removeprefix(PREFIX)} has shape "
-                                  f"{tuple(tensors[key].shape)} but the base needs {tuple(state[ours].shape)}; "
-                                  "the adapter was made for another base model or label set")
-        with torch.no_grad():
-            state[ours].copy_(tensors[key])
-        trainable.append(ours)
-    if not lora_layers(model):
-        raise CheckpointError(f"{path / WEIGHTS} holds no LoRA weights (lora_A / lora_B)")
-    model.lora_settings = LoraSettings(r=int(config.get("r", 8)), alpha=float(config.get("lora_alpha", 8)),
-                                       dropout=float(config.get("lora_dropout") or 0.0),
-                                       targets=tuple(sorted({s.rpartition(".")[2] for s in _adapted(model)})),
-                                       rslora=bool(config.get("use_rslora")))
-    freeze_except(model, trainable)
-    return model
+            raise CheckpointError(f"{where}: {key.removeprefix(PREFIX)} has shape {tuple(tensors[key].shape)} but "
+                                  f"the base needs {tuple(state[ours].shape)}; the adapter was made for another "
+                                  "base model or label set")
+        plan[ours] = tensors[key]
+    return plan
 
 
 def _adapted(model) -> list[str]:

@@ -145,28 +145,32 @@ def export_chunk(model: nn.Module, chunk: Chunk) -> tuple[torch.Tensor, torch.Te
 
 # ---- the file -> ours -----------------------------------------------------------------------------
 
-def import_chunk(model: nn.Module, chunk: Chunk, a: torch.Tensor, b: torch.Tensor, scaling: float,
-                 dropout: float, where: str) -> list[str]:
-    """Give each block of `chunk` a pair with A = `a` and its rows of `b`; returns the adapted blocks."""
+def check_chunk(model: nn.Module, chunk: Chunk, a: torch.Tensor, b: torch.Tensor, where: str) -> None:
+    """A file pair must fit the chunk's layer (A: (r, in), B: (rows, r)) and find its blocks unadapted."""
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != chunk.in_features or b.shape != (chunk.rows, a.shape[0]):
         raise CheckpointError(f"{where}: the adapter of {chunk.name.removeprefix(PREFIX)} has lora_A "
                               f"{tuple(a.shape)} and lora_B {tuple(b.shape)}, but the base model's layer needs "
                               f"({a.shape[0]}, {chunk.in_features}) and ({chunk.rows}, {a.shape[0]}); "
                               "the adapter was made for a base model of another size")
-    by_site = {(s.path, s.block): s for s in sites(model)}
-    offset, adapted = chunk.blocks[0].start, []
     for block in chunk.blocks:
-        site = by_site[(block.layer, block.name)]
-        layer = wrap(site, dropout)
-        if block.name in layer.lora:
-            raise CheckpointError(f"{where}: {site.name} already has an adapter; load one adapter per model")
+        layer = model.get_submodule(block.layer)
+        if isinstance(layer, LoRALinear) and block.name in layer.lora:
+            raise CheckpointError(f"{where}: {block.layer} ({block.name}) already has an adapter; load one "
+                                  "adapter per model")
+
+
+def import_chunk(model: nn.Module, chunk: Chunk, a: torch.Tensor, b: torch.Tensor, scaling: float,
+                 dropout: float) -> None:
+    """Give each block of `chunk` a pair with A = `a` and its rows of `b` (checked by `check_chunk`)."""
+    by_site = {(s.path, s.block): s for s in sites(model)}
+    offset = chunk.blocks[0].start
+    for block in chunk.blocks:
+        layer = wrap(by_site[(block.layer, block.name)], dropout)
         block_a, block_b = own_columns(a, b[block.start - offset:block.stop - offset])
         pair: LoRAPair = layer.add(block.name, block_a.shape[0], scaling)
         with torch.no_grad():
             pair.A.copy_(block_a)
             pair.B.copy_(block_b)
-        adapted.append(site.name)
-    return adapted
 
 
 def own_columns(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
