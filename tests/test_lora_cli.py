@@ -146,3 +146,26 @@ def test_lora_mistakes_are_one_line_and_write_nothing(files, tmp_path, capsys):
         main(["convert", str(files["bert"]), str(dst), "--merge-adapter"])
     assert stopped.value.code == 2
     assert not dst.exists()
+
+
+def test_a_model_no_hugging_face_format_expresses_keeps_lmforge_names(tmp_path):
+    from lmforge.checkpoint.adapter import apply_adapter, save_adapter
+    from lmforge.models.lora import LoraSettings, add_lora
+
+    model = lmforge.build_model("tiny-transformer")  # sinusoidal positions: no Hugging Face type fits
+    model.save(tmp_path / "base")
+    add_lora(model, LoraSettings(r=2, targets=("k", "cross_attn.v", "mlp")))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(".B"):
+                param.normal_()
+    save_adapter(model, tmp_path / "adapter", base=str(tmp_path / "base"))
+    keys = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert "base_model.model.encoder.blocks.0.self_attn.k.lora_A.weight" in keys
+    assert "base_model.model.decoder.blocks.0.cross_attn.v.lora_B.weight" in keys
+    assert not any(".self_attn.v." in k for k in keys)  # "k" adapts self- and cross-attention keys, v only cross
+    ids = torch.randint(4, 100, (2, 7))
+    again = apply_adapter(lmforge.load(tmp_path / "base"), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        expected = model.eval()(ids, decoder_input_ids=ids).logits
+        assert (again(ids, decoder_input_ids=ids).logits - expected).abs().max() < 1e-5
