@@ -14,7 +14,6 @@ and finetune.json (the run: task, starting point, data, settings, metrics, time,
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..checkpoint.adapter import save_adapter
 from ..errors import ConfigError
 from ..models.lora import LoraSettings, add_lora, trainable_parameters
 from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSettings, seed_everything
-from ..train.folders import check_run_folder
+from ..train.run_folder import RunFolder
 from .batching import LengthGroupedBatches, sorted_batches
 from .model import build_task_model, load_model, resolve_source
 from .tasks import DataOptions, read_task_data, subset, task_spec
@@ -116,7 +115,9 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     initialises, such as a new head, are trained in full); out/adapter is then a PEFT-format adapter folder
     and `model_path` points to it. Returns a `FinetuneResult`; `out` must be new or empty unless `overwrite`."""
     spec = task_spec(task)
-    out = _prepare_folder(Path(out), overwrite)
+    folder = RunFolder(out, "finetune")
+    folder.open(overwrite=overwrite)
+    out = folder.path
     options = data_options or DataOptions()
     settings = _settings(settings)
     metric = best_metric or spec.metric
@@ -167,8 +168,10 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     trainer = Trainer(model, settings, train_batches, eval_batches if valid_examples else None, out_dir=out,
                       eval_fn=eval_fn, callbacks=callbacks, card=card, progress=progress,
                       energy=EnergyMeter(country or "USA", use_codecarbon=use_codecarbon))
+    folder.start()
     started = time.perf_counter()
-    summary = trainer.fit()
+    with folder.refusals_leave_nothing(new=True):
+        summary = trainer.fit()
     return _finish(out, trainer, summary, run, card, time.perf_counter() - started)
 
 
@@ -178,13 +181,6 @@ def _settings(settings: TrainSettings | dict | None) -> TrainSettings:
     values = {**DEFAULT_SETTINGS, **(settings or {})}
     values["warmup_steps"] = min(values["warmup_steps"], values["max_steps"])
     return TrainSettings.from_dict(values)
-
-
-def _prepare_folder(out: Path, overwrite: bool) -> Path:
-    check_run_folder(out, overwrite, marker=RUN_FILE)
-    if out.is_dir() and any(out.iterdir()):
-        shutil.rmtree(out)  # an earlier fine-tuning run, and --overwrite was given
-    return out
 
 
 def _finish(out: Path, trainer: Trainer, summary: dict, run: dict, card: dict, wall: float) -> FinetuneResult:
