@@ -51,30 +51,37 @@ def register(subparsers) -> None:
 
 
 def add_lora_flags(parser) -> None:
+    """One flag per `LoraSettings` field: --lora-r, --lora-alpha, --lora-dropout, --lora-targets, --rslora."""
+    import dataclasses
+
+    from ..models.lora import LoraSettings
+
     lora = parser.add_argument_group("LoRA (low-rank adapters on a frozen base; writes out/adapter)")
-    lora.add_argument("--lora-r", type=int, metavar="R", help="adapter rank; turns LoRA on")
-    lora.add_argument("--lora-alpha", type=float, metavar="A", help="scaling numerator (default 2R)")
-    lora.add_argument("--lora-dropout", type=float, metavar="P", help="dropout on the adapters' input (default 0)")
-    lora.add_argument("--lora-targets", metavar="LIST", help="comma-separated layers: q,k,v,o,up,gate,down, "
-                      "attention, mlp, any linear's name, or all-linear (default attention,mlp)")
-    lora.add_argument("--rslora", action="store_true", help="rank-stabilised scaling alpha/sqrt(R)")
+    for field in dataclasses.fields(LoraSettings):
+        flag = field.metadata.get("flag", "--lora-" + field.name)
+        if field.type in (bool, "bool"):
+            lora.add_argument(flag, dest=f"lora_{field.name}", action="store_true", default=None,
+                              help=field.metadata["help"])
+        else:
+            kind = {"r": int, "targets": str}.get(field.name, float)
+            lora.add_argument(flag, dest=f"lora_{field.name}", type=kind, metavar=field.metadata["metavar"],
+                              help=field.metadata["help"])
 
 
 def lora_settings(args):
     """LoraSettings from the --lora-* flags, None without --lora-r (the others alone are a ConfigError)."""
+    import dataclasses
+
     from ..errors import ConfigError
     from ..models.lora import LoraSettings
 
-    given = [flag for flag, value in (("--lora-alpha", args.lora_alpha), ("--lora-dropout", args.lora_dropout),
-                                      ("--lora-targets", args.lora_targets), ("--rslora", args.rslora or None))
-             if value is not None]
-    if args.lora_r is None:
+    flags = {f.name: f.metadata.get("flag", "--lora-" + f.name) for f in dataclasses.fields(LoraSettings)}
+    given = {name: getattr(args, f"lora_{name}") for name in flags if getattr(args, f"lora_{name}") is not None}
+    if "r" not in given:
         if given:
-            raise ConfigError(f"{given[0]} needs --lora-r R (the adapter rank) to turn LoRA on")
+            raise ConfigError(f"{flags[next(iter(given))]} needs --lora-r R (the adapter rank) to turn LoRA on")
         return None
-    defaults = LoraSettings()
-    return LoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout or 0.0,
-                        targets=args.lora_targets or defaults.targets, rslora=args.rslora).validate()
+    return LoraSettings(**given).validate()
 
 
 def add_data_options(parser) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
@@ -31,11 +31,15 @@ class LoraSettings:
     """r: rank; alpha: scaling numerator (default 2r), scaling = alpha / r, or alpha / sqrt(r) with rslora;
     dropout on the adapters' input; targets: see the module docstring."""
 
-    r: int = 8
-    alpha: float | None = None
-    dropout: float = 0.0
-    targets: tuple[str, ...] = ("attention", "mlp")
-    rslora: bool = False
+    r: int = field(default=8, metadata={"help": "adapter rank; turns LoRA on", "metavar": "R"})
+    alpha: float | None = field(default=None, metadata={"help": "scaling numerator (default 2R)", "metavar": "A"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the adapters' input (default 0)",
+                                                  "metavar": "P"})
+    targets: tuple[str, ...] = field(default=("attention", "mlp"), metadata={
+        "help": "comma-separated layers: q,k,v,o,up,gate,down, attention, mlp, any linear's name, or all-linear "
+                "(default attention,mlp)", "metavar": "LIST"})
+    rslora: bool = field(default=False, metadata={"help": "rank-stabilised scaling alpha/sqrt(R)",
+                                                  "flag": "--rslora"})
 
     def __post_init__(self):
         if isinstance(self.targets, str):
