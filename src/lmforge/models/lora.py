@@ -2,7 +2,8 @@
 
     settings = LoraSettings(r=8, alpha=16, targets=("attention", "mlp"))
     add_lora(model, settings, trainable=["head.out.weight", "head.out.bias"])   # base frozen, head trained
-    model.merge_lora() ... ; merge_and_unload(model)                            # a plain model again
+    set_merged(model, True)    # adapters added into the weights (inference at the base's speed); False: back
+    merge_and_unload(model)    # a plain model again
 
 Targets name projections the way lmforge's blocks do: q, k, v, o (self- and cross-attention), up, gate,
 down (the MLP), any other linear by its name (`pooler.dense`), a longer suffix to be specific
