@@ -21,7 +21,7 @@ from .atomic import write_text
 from .io import is_lmforge_checkpoint
 
 MARKER = ".lmforge-output"
-KINDS = ("tokenizer", "shards", "pretrain", "finetune", "distill", "checkpoint", "demo")
+KINDS = ("tokenizer", "shards", "pretrain", "finetune", "distill", "checkpoint", "hf-checkpoint", "demo")
 # folders written before the marker: the file each kind always wrote
 LEGACY_FILES = {"pretrain": "run.json", "finetune": "finetune.json", "distill": "distill.json",
                 "demo": ".lmforge-demo"}
@@ -59,9 +59,9 @@ def claim_folder(path: str | Path, kind: str, overwrite: bool, option: str = "--
         return False
     found = folder_kind(path)
     if found != kind:
-        what = f"lmforge {found} output" if found else "files lmforge did not write"
-        raise ConfigError(f"{path} is not empty and holds {what}; --overwrite only replaces earlier {kind} "
-                          f"output, so choose a new or empty folder for {option}")
+        what = f"lmforge {found} output" if found else "no lmforge run or output, only files lmforge did not write"
+        raise ConfigError(f"{path} is not empty and is not a {kind} folder (it holds {what}); choose a new or "
+                          f"empty folder for {option} (--overwrite replaces only earlier {kind} output)")
     if not overwrite:
         raise ConfigError(exists_hint or f"{path} already holds lmforge {kind} output; pass --overwrite to "
                           f"replace it, or choose another {option}")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from .. import load
+from ..checkpoint.hf import export_hf
+from ..checkpoint.output import claim_folder, mark_folder
+from ..models.lora import merge_and_unload
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -11,6 +16,7 @@ def register(subparsers) -> None:
                     "as a Hugging Face folder that transformers loads.")
     parser.add_argument("src", metavar="SRC", help="checkpoint folder to read")
     parser.add_argument("dst", metavar="DST", help="folder to write (new, or a checkpoint to replace)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint lmforge wrote in DST")
     parser.add_argument("--to", choices=("lmforge", "hf"), default="lmforge", help="format of DST (default lmforge)")
     parser.add_argument("--task", default=None,
                         help="head to load from a Hugging Face SRC (default: from its `architectures`)")
@@ -22,18 +28,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .. import load
-    from ..checkpoint.hf import export_hf
-
+    kind = "hf-checkpoint" if args.to == "hf" else "checkpoint"
+    claim_folder(args.dst, kind, args.overwrite, option="DST")
     model = load(args.src, task=args.task, adapter=args.merge_adapter)
     if args.merge_adapter is not None:
-        from ..models.lora import merge_and_unload
-
         model = merge_and_unload(model)
     if args.to == "hf":
         export_hf(model, args.dst, model_type=args.model_type)
     else:
         merged = f" with the adapter {args.merge_adapter} merged in" if args.merge_adapter else ""
         model.save(args.dst, card={"description": f"Converted by lmforge from {args.src}{merged}."})
+    mark_folder(args.dst, kind)
     print(f"wrote {args.dst} ({args.to}, {model.config.family} {model.task}, {model.num_parameters():,} parameters)")
     return 0

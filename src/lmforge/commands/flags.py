@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
+from ..train.carbon import DEFAULT_COUNTRY
 from ..train.settings import TrainSettings
 
 SETTING_HELP = {
@@ -17,10 +19,14 @@ SETTING_HELP = {
 }
 
 
-def add_setting_flags(parser) -> None:
-    """One flag per `TrainSettings` field (--max-steps, --lr, ...), each overriding --run-config."""
-    settings = parser.add_argument_group("training settings (override --run-config)")
+def add_setting_flags(parser, title: str = "training settings (override --run-config)",
+                      description: str | None = None, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per `TrainSettings` field (--max-steps, --lr, ...), each overriding the command's defaults;
+    `exclude`: fields the command sets itself."""
+    settings = parser.add_argument_group(title, description)
     for field in dataclasses.fields(TrainSettings):
+        if field.name in exclude:
+            continue
         flag = "--" + field.name.replace("_", "-")
         if isinstance(field.default, bool):
             settings.add_argument(flag, action="store_true", default=None, help=SETTING_HELP.get(field.name))
@@ -30,8 +36,17 @@ def add_setting_flags(parser) -> None:
                                   help=SETTING_HELP.get(field.name))
 
 
-def setting_overrides(args) -> dict:
+def setting_overrides(args, exclude: tuple[str, ...] = ()) -> dict:
     """The training settings given as flags (None: not given)."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainSettings)
-            if getattr(args, f.name, None) is not None}
+            if f.name not in exclude and getattr(args, f.name, None) is not None}
 
+
+
+def add_energy_flags(parser, measure_by_default: bool) -> None:
+    """--codecarbon / --no-codecarbon (the same spelling in every command) and --country."""
+    default = "measure with codecarbon" if measure_by_default else "estimate from wall time"
+    parser.add_argument("--codecarbon", action=argparse.BooleanOptionalAction, default=measure_by_default,
+                        help=f"measure energy with codecarbon, or estimate it from wall time only (default: {default})")
+    parser.add_argument("--country", default=None,
+                        help=f"ISO 3166 alpha-3 country of the electricity grid for CO2 (default {DEFAULT_COUNTRY})")

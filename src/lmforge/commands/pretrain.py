@@ -10,11 +10,10 @@ metrics.jsonl, checkpoints/{last,best}, summary.json and final/ (a normal lmforg
 
 from __future__ import annotations
 
-from ..train.carbon import DEFAULT_COUNTRY
 from ..train.distributed import Distributed
 from ..train.pretrain import PretrainRequest, describe, pretrain
 from ..train.pretraining import OBJECTIVE_FAMILY
-from .flags import add_setting_flags, setting_overrides
+from .flags import add_energy_flags, add_setting_flags, setting_overrides
 
 
 def register(subparsers) -> None:
@@ -33,9 +32,7 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the pretraining run already in --out")
     parser.add_argument("--vocab-from-data", action="store_true",
                         help="set the model's vocab_size to the data tokenizer's size")
-    parser.add_argument("--country", default=None,
-                        help=f"ISO 3166 alpha-3 country of the electricity grid for CO2 (default {DEFAULT_COUNTRY})")
-    parser.add_argument("--no-codecarbon", action="store_true", help="estimate energy from wall time only")
+    add_energy_flags(parser, measure_by_default=True)
     parser.add_argument("--fsdp", action="store_true", help="shard the model with FSDP under torchrun")
     parser.add_argument("--device", default=None, help="cpu or cuda:N (default: this rank's GPU, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -50,7 +47,7 @@ def run(args) -> int:
     dist = Distributed.from_env(args.device)
     try:
         summary = pretrain(args.out, request, resume=args.resume, overwrite=args.overwrite, dist=dist,
-                           use_codecarbon=not args.no_codecarbon, progress=not args.quiet,
+                           use_codecarbon=args.codecarbon, progress=not args.quiet,
                            say=print if dist.is_main else lambda line: None)
         if dist.is_main:
             print(describe(summary, args.out))

@@ -32,6 +32,16 @@ from ..seeding import seed_everything
 from ..train.metrics_log import MetricsLog
 from .report import plot_curves, terminal_table, write_html
 from .stdlib_corpus import build_task
+from ..data import TokenShards, prepare_corpus
+from ..finetune import DataOptions, finetune
+from ..eval.evaluate import evaluate
+from ..tokenizer import train_tokenizer
+from .. import presets
+from ..models import build_model
+from ..train import EnergyMeter, TrainSettings, seed_everything
+from ..train.pretrain import shard_trainer
+from ..train.result import RunCard
+from ..train.pretraining import ShardSources, build_objective, fit_config_to_tokenizer, masked_lm_loss
 
 
 
@@ -94,10 +104,6 @@ def _phase(name: str, say) -> float:
 def run_demo(out: str | Path, quick: bool = False, overwrite: bool = False, seed: int = 0,
              with_minilm: bool = True, say=print, progress: bool = True) -> dict[str, Any]:
     """Run the whole experiment into `out`; return the summary (also written to out/summary.json)."""
-    from ..data import TokenShards, prepare_corpus
-    from ..finetune import DataOptions, finetune
-    from ..eval.evaluate import evaluate
-    from ..tokenizer import train_tokenizer
 
     out = Path(out)
     prepare_out(out, overwrite)
@@ -166,12 +172,6 @@ def run_demo(out: str | Path, quick: bool = False, overwrite: bool = False, seed
 
 def pretrain_encoder(shards, budget: DemoBudget, out: Path, seed: int, progress: bool) -> dict[str, Any]:
     """Masked-LM pretraining of a small BERT on the prepared shards; returns cost, losses and the curve."""
-    from .. import presets
-    from ..models import build_model
-    from ..train import EnergyMeter, TrainSettings, seed_everything
-    from ..train.pretrain import shard_trainer
-    from ..train.pretraining import ShardSources, build_objective, fit_config_to_tokenizer, masked_lm_loss
-
     tokenizer = shards.tokenizer
     config = presets.bert_like(d_model=budget.d_model, n_heads=4, n_layers=budget.n_layers,
                                d_ff=4 * budget.d_model, max_positions=budget.seq_len, name="demo-bert")
@@ -186,8 +186,8 @@ def pretrain_encoder(shards, budget: DemoBudget, out: Path, seed: int, progress:
                              eval_every=max(steps // 7, 1), eval_batches=8, save_every=0, log_every=max(steps // 35, 1),
                              seed=seed)
 
-    card = {"objective": "masked language modelling (15%, 80/10/10)", "training_type": "pre-training",
-            "data": "Python standard-library docstrings", "description": "The lmforge demo's pretrained encoder."}
+    card = RunCard("pre-training", objective="masked language modelling (15%, 80/10/10)",
+                   data="Python standard-library docstrings", description="The lmforge demo's pretrained encoder.")
     sources = ShardSources(shards, objective, settings.seq_len, seed)
     trainer = shard_trainer(model, sources, settings, out, eval_batch_size=budget.batch_size, card=card,
                             loss_fn=masked_lm_loss, energy=EnergyMeter(use_codecarbon=True), progress=progress)

@@ -15,6 +15,8 @@ from typing import Callable, Iterable
 from ..data import TokenShards
 from ..errors import ConfigError, DataError
 from ..train.pretraining import ShardSources, build_objective, default_objective
+from ..data import LabelSet, read_classification, read_conll, read_parallel
+from .data import ExampleBatches
 
 OBJECTIVE_TASKS = {"mlm": ("masked-lm",), "clm": ("causal-lm",), "seq2seq": ("seq2seq-lm",),
                    "task": ("sequence-classification", "token-classification")}
@@ -67,8 +69,6 @@ def labelled_sources(teacher, train: str | Path, valid: str | Path, unlabelled: 
     files (sequence classification), CoNLL files (token classification) or JSONL source/target pairs
     (seq2seq). `unlabelled` text lines (classification) join training with labels -100: they teach
     through the soft targets only."""
-    from ..data import LabelSet, read_classification, read_conll, read_parallel
-    from .data import ExampleBatches
 
     tokenizer = _tokenizer(teacher)
     task = teacher.task

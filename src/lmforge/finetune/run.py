@@ -14,7 +14,6 @@ and finetune.json (the run: task, starting point, data, settings, metrics, time,
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +22,10 @@ from ..checkpoint.adapter import save_adapter
 from ..errors import ConfigError
 from ..models.lora import LoraSettings, add_lora, trainable_parameters
 from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSettings, seed_everything
+from ..checkpoint.atomic import write_text
+from ..train.result import RunCard, TrainResult, training_card
 from ..train.run_folder import RunFolder
+from .scoring import batch_metrics
 from .batching import LengthGroupedBatches, sorted_batches
 from .model import build_task_model, load_model, resolve_source
 from .tasks import DataOptions, read_task_data, subset, task_spec
@@ -144,8 +146,6 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
         return sorted_batches(valid_examples, max(settings.batch_size, 32), padding)
 
     def eval_fn(forward_model, batches, trainer):
-        from ..eval.evaluate import batch_metrics
-
         scores = batch_metrics(trainer.model, task, batches, max_new_tokens=max_new_tokens)
         return {k: v for k, v in scores.items() if isinstance(v, (int, float))}
 
@@ -161,18 +161,17 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
            "labels": labels.names if labels is not None else None, "settings": settings.to_dict(),
            "patience": patience, "time_budget_s": time_budget_s,
            "lora": lora.to_dict() if lora is not None else None, "trainable_parameters": trainable_parameters(model)}
-    card = {"training_type": "fine-tuning", "objective": f"{task} ({spec.head})",
-            "data": f"{', '.join(run['train'])} ({len(train_examples):,} examples)",
-            "description": f"Fine-tuned by `lmforge finetune` for {task} from {run['checkpoint'] or preset}"
-                           f"{' (random weights)' if from_scratch else ''}."}
+    card = RunCard(training_type="fine-tuning", objective=f"{task} ({spec.head})",
+                   data=f"{', '.join(run['train'])} ({len(train_examples):,} examples)",
+                   description=f"Fine-tuned by `lmforge finetune` for {task} from {run['checkpoint'] or preset}"
+                               f"{' (random weights)' if from_scratch else ''}.")
     trainer = Trainer(model, settings, train_batches, eval_batches if valid_examples else None, out_dir=out,
                       eval_fn=eval_fn, callbacks=callbacks, card=card, progress=progress,
-                      energy=EnergyMeter(country or "USA", use_codecarbon=use_codecarbon))
+                      energy=EnergyMeter(country, use_codecarbon=use_codecarbon))
     folder.start()
-    started = time.perf_counter()
     with folder.refusals_leave_nothing(new=True):
-        summary = trainer.fit()
-    return _finish(out, trainer, summary, run, card, time.perf_counter() - started)
+        result = trainer.fit()
+    return _finish(out, trainer, result, run, card)
 
 
 def _settings(settings: TrainSettings | dict | None) -> TrainSettings:
@@ -183,50 +182,35 @@ def _settings(settings: TrainSettings | dict | None) -> TrainSettings:
     return TrainSettings.from_dict(values)
 
 
-def _finish(out: Path, trainer: Trainer, summary: dict, run: dict, card: dict, wall: float) -> FinetuneResult:
-    """Save the best checkpoint (else the last) as out/model with a fine-tuning card, and write finetune.json."""
-    from ..checkpoint.atomic import write_text
-
+def _finish(out: Path, trainer: Trainer, result: TrainResult, run: dict, card: RunCard) -> FinetuneResult:
+    """Save the best checkpoint (else the last) as out/model (a LoRA run: out/adapter) with a fine-tuning card,
+    and write finetune.json."""
     best = next((c for c in trainer.callbacks if isinstance(c, BestCheckpoint)), None)
     chosen = out / "checkpoints" / ("best" if best is not None and best.best is not None else "last")
-    metrics = dict(trainer.last_eval)
-    if best is not None and best.best_step is not None:
-        metrics = next((r for r in _records(out) if r.get("step") == best.best_step and best.metric in r), metrics)
-        metrics = {k: v for k, v in metrics.items() if k != "step"}
+    metrics = dict(best.best_metrics) if best is not None and best.best_step is not None else dict(trainer.last_eval)
     model = load_model(chosen)
-    adapter = getattr(model, "lora_settings", None) is not None
-    compute = {"wall time": f"{wall:.1f} s", "energy": f"{summary['energy_kwh']:.6f} kWh ({summary['energy_source']})",
-               "CO2": f"{summary['co2_kg']:.6f} kg CO2eq"}
-    facts = {**card, "steps": summary["steps"], "compute": compute, "metrics": metrics or None,
-             "co2_eq_emissions": {"emissions": summary["co2_kg"] * 1000.0, "source": summary["energy_source"],
-                                  "training_type": "fine-tuning"}}
-    facts.pop("training_type")
-    if adapter:
+    facts = training_card(card, result, metrics)
+    if getattr(model, "lora_settings", None) is not None:
         model_path = save_adapter(model, out / ADAPTER_DIR, base=run["checkpoint"] and _base_path(run["checkpoint"]),
                                   card=facts)
     else:
         model_path = model.save(out / MODEL_DIR, card=facts)
-    result = FinetuneResult(metrics=metrics, model_path=model_path, best_step=best.best_step if best else None,
-                            steps=summary["steps"], wall_s=wall, energy_kwh=summary["energy_kwh"],
-                            co2_kg=summary["co2_kg"], energy_source=summary["energy_source"], summary=summary,
-                            starting_point=run["starting_point"])
-    record = {**run, "best_step": result.best_step, "metrics": metrics, "steps": result.steps,
-              "stopped_early": summary.get("stopped_early"), "wall_s": round(wall, 3),
-              "energy_kwh": result.energy_kwh, "co2_kg": result.co2_kg, "energy_source": result.energy_source,
-              "model": str(result.model_path)}
+    summary = result.summary()
+    finished = FinetuneResult(metrics=metrics, model_path=model_path, best_step=best.best_step if best else None,
+                              steps=result.steps, wall_s=result.wall_s, energy_kwh=result.energy_kwh,
+                              co2_kg=result.co2_kg, energy_source=result.energy_source, summary=summary,
+                              starting_point=run["starting_point"])
+    record = {**run, "best_step": finished.best_step, "metrics": metrics, "steps": result.steps,
+              "stopped_early": result.stopped_early, "wall_s": summary["wall_s"], "energy_kwh": result.energy_kwh,
+              "co2_kg": result.co2_kg, "energy_source": result.energy_source, "model": str(finished.model_path)}
     write_text(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
-    return result
+    return finished
 
 
 def _base_path(checkpoint: str) -> str:
     """The base as an absolute folder path (so the adapter folder finds it from anywhere)."""
     return str(Path(checkpoint).resolve()) if Path(checkpoint).is_dir() else checkpoint
 
-
-def _records(out: Path) -> list[dict]:
-    path = out / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if path.is_file() else []
 
 
 def _name(checkpoint) -> str | None:

@@ -19,10 +19,11 @@ from ..data import TokenShards
 from ..errors import ConfigError
 from ..models.build import build_model
 from ..seeding import seed_everything
-from .carbon import DEFAULT_COUNTRY, EnergyMeter
+from .carbon import EnergyMeter, grid_country
 from .distributed import Distributed
 from .pretraining import OBJECTIVE_NAMES, ShardSources, build_objective, default_objective, fit_config_to_tokenizer, \
     objective_loss
+from .result import RunCard, TrainResult
 from .run_folder import RunFolder
 from .settings import TrainSettings, read_run_file
 from .trainer import Trainer
@@ -74,7 +75,7 @@ class PretrainRequest:
         settings.check_world(world_size)
         return {"model": config.to_dict(), "objective": objective, "data": str(Path(self.data).resolve()),
                 "tokenizer_hash": shards.tokenizer_hash, "train": settings.to_dict(), "fsdp": bool(self.fsdp),
-                "country": (self.country or DEFAULT_COUNTRY).upper()}
+                "country": grid_country(self.country)}
 
     def _architecture(self) -> ModelConfig:
         if self.preset is not None:
@@ -100,8 +101,8 @@ class PretrainRequest:
 
 def pretrain(out: str | Path, request: PretrainRequest | None = None, *, resume: bool = False,
              overwrite: bool = False, dist: Distributed | None = None, use_codecarbon: bool = True,
-             progress: bool = True, say=print) -> dict[str, Any]:
-    """Run (or with `resume`, continue) the pretraining run in folder `out`; returns the Trainer's summary.
+             progress: bool = True, say=print) -> TrainResult:
+    """Run (or with `resume`, continue) the pretraining run in folder `out`; returns the `TrainResult`.
 
     A new run needs `request` (architecture, data, settings); `out` must be new, empty, or (with
     `overwrite`) an earlier pretraining run. A run killed before its first checkpoint is started again
@@ -143,9 +144,9 @@ def _trainer(run_spec: dict, out: Path, dist: Distributed, use_codecarbon: bool,
     model.attach_tokenizer(tokenizer)
     name = run_spec["objective"]
     sources = ShardSources(shards, build_objective(name, config.family, tokenizer), settings.seq_len, settings.seed)
-    card = {"objective": OBJECTIVE_NAMES[name], "training_type": "pre-training",
-            "data": f"{Path(run_spec['data']).name} ({len(shards.train):,} train tokens)",
-            "description": f"A {config.family} Transformer pretrained by `lmforge pretrain` ({OBJECTIVE_NAMES[name]})."}
+    card = RunCard("pre-training", objective=OBJECTIVE_NAMES[name],
+                   data=f"{Path(run_spec['data']).name} ({len(shards.train):,} train tokens)",
+                   description=f"A {config.family} Transformer pretrained by `lmforge pretrain` ({OBJECTIVE_NAMES[name]}).")
     return shard_trainer(model, sources, settings, out, card=card, dist=dist, fsdp=run_spec["fsdp"],
                          loss_fn=objective_loss(name), progress=progress,
                          energy=EnergyMeter(run_spec["country"], use_codecarbon=use_codecarbon))
@@ -165,9 +166,9 @@ def shard_trainer(model, sources: ShardSources, settings: TrainSettings, out: Pa
     return trainer
 
 
-def describe(summary: dict, out: str | Path) -> str:
+def describe(result: TrainResult, out: str | Path) -> str:
     """The one-line report of a finished pretraining run."""
-    s = summary
+    s = result.summary()
     evals = "".join(f", {k} {v:.4f}" for k, v in s.items() if k.startswith("eval_"))
     return (f"trained {s['steps']:,} steps, {s['tokens']:,} tokens in {s['wall_s']:.1f} s "
             f"({s['tokens_per_s']:,.0f} tok/s, {s['flops_per_s']:.3g} FLOP/s{evals}); energy {s['energy_kwh']:.3g} kWh, "

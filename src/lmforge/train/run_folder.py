@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..checkpoint.atomic import write_text
-from ..checkpoint.output import claim_folder, folder_kind, is_empty_folder, mark_folder
+from ..checkpoint.output import claim_folder, folder_kind, mark_folder
 from ..errors import ConfigError, LmforgeError
 
 CHECKPOINTS = "checkpoints"
@@ -34,7 +34,7 @@ class RunFolder:
 
     def __init__(self, path: str | Path, kind: str, run_file: str | None = None, option: str = "--out"):
         self.path, self.kind, self.run_file, self.option = Path(path), kind, run_file, option
-        self.existed = self.path.exists() and not is_empty_folder(self.path)
+        self.existed = self.path.exists()  # a refused new run removes only what it wrote
 
     # ---- before anything is written ----------------------------------------------------------
     def open(self, resume: bool = False, overwrite: bool = False) -> dict | None:
@@ -44,7 +44,7 @@ class RunFolder:
             raise ConfigError("--resume and --overwrite contradict each other; choose one")
         if resume:
             return self._recorded()
-        hint = (f"{self.path} already holds a {self.kind} run; pass --resume to continue it, --overwrite to "
+        hint = (f"{self.path} already holds a run; pass --resume to continue it, --overwrite to "
                 f"replace it, or choose another {self.option}") if self.can_resume_kind else None
         self.replace = claim_folder(self.path, self.kind, overwrite, self.option, exists_hint=hint)
         return None
@@ -92,7 +92,7 @@ class RunFolder:
             raise
 
     def _remove_written(self) -> None:
-        if self.existed:  # an empty folder or an earlier run that --overwrite had already replaced
+        if self.existed:  # the user's empty folder, or an earlier run --overwrite had already replaced: keep it
             for child in self.path.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         else:
