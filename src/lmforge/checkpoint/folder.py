@@ -7,19 +7,29 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from .adapter import CONFIG as ADAPTER_CONFIG, apply_adapter, base_of, read_adapter
 from .hf import load_hf
 from .io import CONFIG_FILE, load_checkpoint, read_checkpoint_config
 
 
-def load(path: str | Path, task: str | None = None, device: str | torch.device = "cpu", verify: bool = True):
+def load(path: str | Path, task: str | None = None, device: str | torch.device = "cpu", verify: bool = True,
+         adapter: str | Path | None = None):
     """Load a model from an lmforge checkpoint folder or a Hugging Face checkpoint folder.
 
-    `task` (Hugging Face folders only) overrides the head chosen from the checkpoint's `architectures`."""
+    `task` (Hugging Face folders only) overrides the head chosen from the checkpoint's `architectures`.
+    `adapter`: a LoRA adapter folder (lmforge's or PEFT's) made for this base, applied on top; the result
+    may have the adapter's head (a classifier trained on an embedding model). `path` may also be an adapter
+    folder alone, whose base_model_name_or_path is a folder here."""
+    if adapter is not None:
+        read_adapter(adapter)  # a bad adapter folder fails before the base is read
+        return apply_adapter(load(path, task=task, device=device, verify=verify), adapter)
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; give a checkpoint folder (lmforge or Hugging Face)")
     if not path.is_dir():
         raise CheckpointError(f"{path} is a file; give the checkpoint folder that contains config.json")
+    if not (path / CONFIG_FILE).is_file() and (path / ADAPTER_CONFIG).is_file():
+        return load(base_of(path), task=task, device=device, verify=verify, adapter=path)
     meta = read_checkpoint_config(path)
     if "format_version" in meta:
         model = load_checkpoint(path, verify=verify, device=device)

@@ -20,6 +20,7 @@ from ..config import ModelConfig
 from ..errors import CheckpointError, LmforgeError
 from ..models import services
 from ..models.build import build_model
+from ..models.lora import lora_spec, restore_lora, unmerged
 from ..tokenizer import Tokenizer
 from .atomic import atomic_folder
 from .card import write_card
@@ -54,7 +55,9 @@ def save_checkpoint(model, path: str | Path, card: dict | None = None) -> Path:
     if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not is_lmforge_checkpoint(path))):
         raise CheckpointError(f"{path} exists and is not an lmforge checkpoint; "
                               "choose an empty or new folder so nothing of yours is overwritten")
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    with unmerged(model):
+        state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    lora = lora_spec(model)
     with atomic_folder(path) as tmp:
         with naming(tmp / WEIGHTS_FILE):
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "lmforge_format": str(FORMAT_VERSION)})
@@ -64,6 +67,8 @@ def save_checkpoint(model, path: str | Path, card: dict | None = None) -> Path:
             "model": model.config.to_dict(),
             "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(tmp / WEIGHTS_FILE)},
         }
+        if lora is not None:
+            meta["lora"] = lora  # the adapters' layout, rebuilt before the weights are loaded
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if getattr(model, "tokenizer", None) is not None:
             model.tokenizer.save(tmp)
@@ -109,6 +114,11 @@ def load_checkpoint(path: str | Path, verify: bool = True, device: str | torch.d
         raise CheckpointError(f"{weights_path} does not match the SHA-256 recorded in {CONFIG_FILE}: the file was "
                               "modified or truncated; restore it (or load with verify=False at your own risk)")
     model = build_model(config, task)
+    if meta.get("lora"):
+        try:
+            restore_lora(model, meta["lora"])
+        except LmforgeError as error:
+            raise CheckpointError(f"{path / CONFIG_FILE}: {error}") from None
     load_weights(model, read_safetensors(weights_path), source=str(weights_path))
     tokenizer_dir = path if (path / "tokenizer.json").is_file() else None
     if tokenizer_dir is not None:

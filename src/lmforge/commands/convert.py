@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import load
 from ..checkpoint.hf import export_hf
 from ..checkpoint.output import claim_folder, mark_folder
+from ..models.lora import merge_and_unload
 
 
 def register(subparsers) -> None:
@@ -19,6 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("--to", choices=("lmforge", "hf"), default="lmforge", help="format of DST (default lmforge)")
     parser.add_argument("--task", default=None,
                         help="head to load from a Hugging Face SRC (default: from its `architectures`)")
+    parser.add_argument("--merge-adapter", metavar="DIR",
+                        help="a LoRA adapter folder for SRC: write SRC with the adapter merged in, as a plain model")
     parser.add_argument("--model-type", default=None,
                         help="with --to hf: the Hugging Face model_type to write (default: the first that fits)")
     parser.set_defaults(run=run)
@@ -27,11 +30,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     kind = "hf-checkpoint" if args.to == "hf" else "checkpoint"
     claim_folder(args.dst, kind, args.overwrite, option="DST")
-    model = load(args.src, task=args.task)
+    model = load(args.src, task=args.task, adapter=args.merge_adapter)
+    if args.merge_adapter is not None:
+        model = merge_and_unload(model)
     if args.to == "hf":
         export_hf(model, args.dst, model_type=args.model_type)
     else:
-        model.save(args.dst, card={"description": f"Converted by lmforge from {args.src}."})
+        merged = f" with the adapter {args.merge_adapter} merged in" if args.merge_adapter else ""
+        model.save(args.dst, card={"description": f"Converted by lmforge from {args.src}{merged}."})
     mark_folder(args.dst, kind)
     print(f"wrote {args.dst} ({args.to}, {model.config.family} {model.task}, {model.num_parameters():,} parameters)")
     return 0

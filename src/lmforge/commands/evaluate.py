@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from ..finetune.tasks import TASKS
-from .finetune import add_data_options
+
+from .. import load
 from ..errors import InputError
 from ..eval.evaluate import evaluate
-from .finetune import data_options
+from ..finetune.tasks import TASKS
+from .finetune import add_data_options, data_options
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="metrics of a checkpoint on a labelled file",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, metavar="DIR", help="an lmforge or Hugging Face checkpoint")
+    parser.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder (lmforge or PEFT) for --model")
     parser.add_argument("--data", required=True, nargs="+", metavar="FILE",
                         help="labelled data (seq2seq: SOURCE TARGET files, or one .jsonl)")
     parser.add_argument("--task", choices=list(TASKS), help="default: the task the model's head serves")
@@ -49,7 +51,11 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = Path(args.out) if args.out else default_metrics_path(args.model, args.data[0])
-    metrics = evaluate(args.model, args.data, args.task, out=out, batch_size=args.batch_size,
+    model = args.model
+    if args.adapter is not None:
+        model = load(args.model, adapter=args.adapter)
+        model.config.name = f"{args.model} + adapter {args.adapter}"
+    metrics = evaluate(model, args.data, args.task, out=out, batch_size=args.batch_size,
                        data_options=data_options(args), max_examples=args.max_examples,
                        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, rouge=args.rouge,
                        overwrite=args.overwrite)

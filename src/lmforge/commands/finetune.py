@@ -4,16 +4,21 @@
     lmforge finetune --from minilm/ --from-scratch --task classify ...        # same architecture, random weights
     lmforge finetune --preset tiny-bert --from-scratch --tokenizer tok/ --task tag --train a.conll ...
     lmforge finetune --from t5/ --task seq2seq --train train.en train.de --valid val.en val.de --out runs/mt
+    lmforge finetune --from minilm/ --task classify ... --lora-r 8 --lora-targets attention,mlp   # LoRA adapter
 
 The run folder gets model/ (the best checkpoint by the validation metric: accuracy, entity F1, BLEU or
-loss), finetune.json, metrics.jsonl, summary.json, checkpoints/ and final/ (the last step).
+loss; with --lora-r, adapter/ instead: a PEFT-format adapter folder), finetune.json, metrics.jsonl, summary.json, checkpoints/ and final/ (the last step).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+from ..errors import ConfigError
 from ..finetune import finetune
 from ..finetune.run import DEFAULT_SETTINGS
 from ..finetune.tasks import TASKS, DataOptions
+from ..models.lora import LoraSettings
 from .flags import add_energy_flags, add_setting_flags, setting_overrides
 
 CHOSEN_BY_TASK = ("best_metric", "best_mode", "seq_len")  # finetune's --best-metric and --max-length decide these
@@ -43,8 +48,34 @@ def register(subparsers) -> None:
     add_energy_flags(parser, measure_by_default=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_data_options(parser)
+    add_lora_flags(parser)
     add_setting_flags(parser, "training settings", f"defaults: {DEFAULT_SETTINGS}", exclude=CHOSEN_BY_TASK)
     parser.set_defaults(run=run)
+
+
+def add_lora_flags(parser) -> None:
+    """One flag per `LoraSettings` field: --lora-r, --lora-alpha, --lora-dropout, --lora-targets, --rslora."""
+    lora = parser.add_argument_group("LoRA (low-rank adapters on a frozen base; writes out/adapter)")
+    for field in dataclasses.fields(LoraSettings):
+        flag = field.metadata.get("flag", "--lora-" + field.name)
+        if field.type in (bool, "bool"):
+            lora.add_argument(flag, dest=f"lora_{field.name}", action="store_true", default=None,
+                              help=field.metadata["help"])
+        else:
+            kind = {"r": int, "targets": str}.get(field.name, float)
+            lora.add_argument(flag, dest=f"lora_{field.name}", type=kind, metavar=field.metadata["metavar"],
+                              help=field.metadata["help"])
+
+
+def lora_settings(args):
+    """LoraSettings from the --lora-* flags, None without --lora-r (the others alone are a ConfigError)."""
+    flags = {f.name: f.metadata.get("flag", "--lora-" + f.name) for f in dataclasses.fields(LoraSettings)}
+    given = {name: getattr(args, f"lora_{name}") for name in flags if getattr(args, f"lora_{name}") is not None}
+    if "r" not in given:
+        if given:
+            raise ConfigError(f"{flags[next(iter(given))]} needs --lora-r R (the adapter rank) to turn LoRA on")
+        return None
+    return LoraSettings(**given).validate()
 
 
 def add_data_options(parser) -> None:
@@ -69,6 +100,7 @@ def data_options(args):
 
 
 def run(args) -> int:
+    lora = lora_settings(args)  # flag mistakes before any data is read
     settings = setting_overrides(args, exclude=CHOSEN_BY_TASK)
     result = finetune(args.task, args.train, args.valid, out=args.out, checkpoint=args.checkpoint,
                       preset=args.preset, from_scratch=args.from_scratch, tokenizer=args.tokenizer,
@@ -76,7 +108,7 @@ def run(args) -> int:
                       max_valid_examples=args.max_valid_examples,
                       patience=args.patience, time_budget_s=args.time_budget, best_metric=args.best_metric,
                       max_new_tokens=args.max_new_tokens, overwrite=args.overwrite, country=args.country,
-                      use_codecarbon=args.codecarbon, progress=not args.quiet)
+                      use_codecarbon=args.codecarbon, progress=not args.quiet, lora=lora)
     print(result.starting_point)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))
     print(f"fine-tuned {result.steps} steps in {result.wall_s:.1f} s ({result.energy_kwh:.3g} kWh, "

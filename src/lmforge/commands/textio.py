@@ -22,6 +22,7 @@ def add_common(parser, batch_size: int = 8) -> None:
     parser.add_argument("--no-truncate", action="store_true",
                         help="fail on inputs longer than the model accepts instead of truncating them")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"inputs per batch (default {batch_size})")
+    parser.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder (lmforge or PEFT) for MODEL")
 
 
 def add_generation_flags(parser, max_new_tokens: int) -> None:
@@ -68,7 +69,8 @@ def read_texts(args) -> list[str]:
 
 
 def make_pipeline(task: str, args, **kwargs):
-    return pipeline(task, model=args.model, truncation=not args.no_truncate, batch_size=args.batch_size, **kwargs)
+    return pipeline(task, model=args.model, truncation=not args.no_truncate, batch_size=args.batch_size,
+                    adapter=args.adapter, **kwargs)
 
 
 def print_json(record: dict) -> None:

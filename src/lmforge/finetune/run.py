@@ -6,7 +6,8 @@
 
 The run folder `out` holds what `Trainer` writes (metrics.jsonl, checkpoints/{last,best}, summary.json,
 final/ = the last step) plus model/: the best checkpoint by the validation metric (accuracy, entity F1,
-BLEU or validation loss), a normal lmforge checkpoint with the label map and a fine-tuning model card,
+BLEU or validation loss), a normal lmforge checkpoint with the label map and a fine-tuning model card (a
+LoRA run writes adapter/ instead: PEFT's adapter_config.json + adapter_model.safetensors and the card),
 and finetune.json (the run: task, starting point, data, settings, metrics, time, energy).
 """
 
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..checkpoint.adapter import save_adapter
 from ..errors import ConfigError
+from ..models.lora import LoraSettings, add_lora, trainable_parameters
 from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSettings, seed_everything
 from ..checkpoint.atomic import write_text
 from ..train.result import RunCard, TrainResult, training_card
@@ -28,6 +31,7 @@ from .model import build_task_model, load_model, resolve_source
 from .tasks import DataOptions, read_task_data, subset, task_spec
 
 MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"  # LoRA runs: the adapter folder instead of a whole model
 RUN_FILE = "finetune.json"
 # Fine-tuning defaults (BERT's recipe: small learning rate, short warmup, linear decay, light weight decay).
 DEFAULT_SETTINGS = {"max_steps": 500, "batch_size": 32, "lr": 5e-5, "warmup_steps": 50, "schedule": "linear",
@@ -42,7 +46,7 @@ class FinetuneResult:
     """What a run produced: the best validation metrics, the saved checkpoint and the cost."""
 
     metrics: dict  # validation metrics of the best checkpoint (empty without validation data)
-    model_path: Path  # out/model
+    model_path: Path  # out/model, or out/adapter for a LoRA run
     best_step: int | None
     steps: int
     wall_s: float
@@ -100,7 +104,8 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
              max_train_examples: int | None = None, max_valid_examples: int | None = None,
              patience: int | None = None, time_budget_s: float | None = None,
              best_metric: str | None = None, max_new_tokens: int = 64, overwrite: bool = False,
-             country: str | None = None, use_codecarbon: bool = False, progress: bool = True) -> FinetuneResult:
+             country: str | None = None, use_codecarbon: bool = False, progress: bool = True,
+             lora: LoraSettings | None = None) -> FinetuneResult:
     """Fine-tune for `task` (classify, tag, seq2seq, clm) on the `train` file(s), selecting the best
     checkpoint on `valid` (seq2seq: [source, target] files or one .jsonl).
 
@@ -110,7 +115,9 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     that many evaluations without improvement. `max_valid_examples`: validate on that many random examples
     (a cap on evaluation time). `time_budget_s`: stop after that much wall time (the same budget for a
     pretrained and a from-scratch arm). `best_metric` overrides the task's (accuracy, f1, bleu,
-    eval_loss). Returns a `FinetuneResult`; `out` must be new or empty unless `overwrite`."""
+    eval_loss). `lora`: train low-rank adapters on a frozen base instead of every weight (tensors the run
+    initialises, such as a new head, are trained in full); out/adapter is then a PEFT-format adapter folder
+    and `model_path` points to it. Returns a `FinetuneResult`; `out` must be new or empty unless `overwrite`."""
     spec = task_spec(task)
     folder = RunFolder(out, "finetune")
     folder.open(overwrite=overwrite)
@@ -125,6 +132,11 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     seed_everything(settings.seed)  # the new head (or the whole from-scratch model) depends on the seed only
     start = build_task_model(task, source, labels, from_scratch)
     model = start.model
+    if lora is not None:
+        if from_scratch or source.model is None:
+            raise ConfigError("LoRA adapts pretrained weights; start from a checkpoint (--from DIR) without "
+                              "--from-scratch, or leave out --lora-r")
+        add_lora(model, lora, trainable=start.initialised)
     train_examples = subset(train_data, max_train_examples, settings.seed).examples
     valid_examples = subset(read_task_data(task, valid, tok, labels, options, source.config), max_valid_examples,
                             settings.seed, "--max-valid-examples").examples if valid is not None else None
@@ -150,7 +162,8 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
            "preset": preset, "from_scratch": from_scratch, "train": _names(train), "valid": _names(valid),
            "train_examples": len(train_examples), "valid_examples": len(valid_examples or []),
            "labels": labels.names if labels is not None else None, "settings": settings.to_dict(),
-           "patience": patience, "time_budget_s": time_budget_s}
+           "patience": patience, "time_budget_s": time_budget_s,
+           "lora": lora.to_dict() if lora is not None else None, "trainable_parameters": trainable_parameters(model)}
     card = RunCard(training_type="fine-tuning", objective=f"{task} ({spec.head})",
                    data=f"{', '.join(run['train'])} ({len(train_examples):,} examples)",
                    description=f"Fine-tuned by `lmforge finetune` for {task} from {run['checkpoint'] or preset}"
@@ -171,13 +184,20 @@ def _settings(settings: TrainSettings | dict | None) -> TrainSettings:
 
 
 def _finish(out: Path, trainer: Trainer, result: TrainResult, run: dict, card: RunCard) -> FinetuneResult:
-    """Save the best checkpoint (else the last) as out/model with a fine-tuning card, and write finetune.json."""
+    """Save the best checkpoint (else the last) as out/model (a LoRA run: out/adapter) with a fine-tuning card,
+    and write finetune.json."""
     best = next((c for c in trainer.callbacks if isinstance(c, BestCheckpoint)), None)
     chosen = out / "checkpoints" / ("best" if best is not None and best.best is not None else "last")
     metrics = dict(best.best_metrics) if best is not None and best.best_step is not None else dict(trainer.last_eval)
-    load_model(chosen).save(out / MODEL_DIR, card=training_card(card, result, metrics))
+    model = load_model(chosen)
+    facts = training_card(card, result, metrics)
+    if getattr(model, "lora_settings", None) is not None:
+        model_path = save_adapter(model, out / ADAPTER_DIR, base=run["checkpoint"] and _base_path(run["checkpoint"]),
+                                  card=facts)
+    else:
+        model_path = model.save(out / MODEL_DIR, card=facts)
     summary = result.summary()
-    finished = FinetuneResult(metrics=metrics, model_path=out / MODEL_DIR, best_step=best.best_step if best else None,
+    finished = FinetuneResult(metrics=metrics, model_path=model_path, best_step=best.best_step if best else None,
                               steps=result.steps, wall_s=result.wall_s, energy_kwh=result.energy_kwh,
                               co2_kg=result.co2_kg, energy_source=result.energy_source, summary=summary,
                               starting_point=run["starting_point"])
@@ -186,6 +206,12 @@ def _finish(out: Path, trainer: Trainer, result: TrainResult, run: dict, card: R
               "co2_kg": result.co2_kg, "energy_source": result.energy_source, "model": str(finished.model_path)}
     write_text(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
     return finished
+
+
+def _base_path(checkpoint: str) -> str:
+    """The base as an absolute folder path (so the adapter folder finds it from anywhere)."""
+    return str(Path(checkpoint).resolve()) if Path(checkpoint).is_dir() else checkpoint
+
 
 
 def _name(checkpoint) -> str | None:

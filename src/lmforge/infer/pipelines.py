@@ -17,6 +17,7 @@ from typing import Iterator
 
 import torch
 
+from ..checkpoint.adapter import apply_adapter
 from ..checkpoint.folder import load
 from ..errors import InputError
 from ..models.heads import sentence_embedding
@@ -260,15 +261,17 @@ ALIASES = {"ner": "token-classification", "sentiment-analysis": "text-classifica
 
 
 def pipeline(task: str, model, truncation: bool = True, batch_size: int = 8, device: str | torch.device = "cpu",
-             **kwargs) -> Pipeline:
+             adapter: str | Path | None = None, **kwargs) -> Pipeline:
     """A ready pipeline for `task` on `model` (a checkpoint folder, lmforge or Hugging Face, or a loaded
-    model). Raises `InputError` when the model's head cannot serve the task, naming the tasks it can serve.
+    model), with the LoRA `adapter` folder applied to a model given as a folder. Raises `InputError` when the model's head cannot serve the task, naming the tasks it can serve.
     Extra keyword arguments: `options` (GenerationOptions) for generation tasks, `prefix` for text2text."""
     task = ALIASES.get(task, task)
     if task not in PIPELINES:
         raise InputError(f"unknown pipeline task {task!r}; choose one of: {', '.join(PIPELINES)}")
     if isinstance(model, (str, Path)):
-        model = load(model, device=device)
+        model = load(model, device=device, adapter=adapter)
+    elif adapter is not None:
+        model = apply_adapter(model, adapter)
     cls = PIPELINES[task]
     if model.task not in cls.heads:
         can = [name for name, c in PIPELINES.items() if model.task in c.heads]

@@ -46,8 +46,9 @@ def export_hf(model, path: str | Path, model_type: str | None = None) -> Path:
     return path
 
 
-def match_format(model, model_type: str | None):
-    """(format, Hugging Face state dict, config.json dict) for the first format that fits `model`."""
+def match_format(model, model_type: str | None, state: dict | None = None):
+    """(format, Hugging Face state dict, config.json dict) for the first format that fits `model` (whose
+    weights are `state` when given)."""
     if model_type is not None and model_type not in FORMATS:
         raise CheckpointError(f"model_type {model_type!r} is not supported; choose one of {', '.join(FORMATS)}")
     hinted = model.config.extra.get("model_type") if isinstance(model.config.extra, dict) else None
@@ -56,7 +57,7 @@ def match_format(model, model_type: str | None):
     for name in order:
         fmt = FORMATS[name]
         try:
-            return fmt, *convert(fmt, model)
+            return fmt, *convert(fmt, model, state)
         except CheckpointError as error:
             reasons.append(f"{name}: {error}")
     raise CheckpointError(f"this {model.config.family} {model.task} model matches no Hugging Face format "
@@ -71,7 +72,7 @@ def effective(config, name: str):
     return getattr(config, DERIVED.get(name, name))
 
 
-def convert(fmt: HFFormat, model) -> tuple[dict, dict]:
+def convert(fmt: HFFormat, model, state: dict | None = None) -> tuple[dict, dict]:
     """The state dict and config.json of `model` in `fmt`; raises `CheckpointError` saying what does not fit."""
     if model.task not in fmt.tasks:
         raise CheckpointError(f"no {fmt.model_type} architecture has a {model.task} head")
@@ -79,7 +80,7 @@ def convert(fmt: HFFormat, model) -> tuple[dict, dict]:
     if family != model.config.family:
         raise CheckpointError(f"{fmt.model_type} is a {family} model type")
     architecture = fmt.architecture_for(model.task)
-    state = to_hf(fmt, model, architecture)
+    state = to_hf(fmt, model, architecture, state)
     hf_config = {"model_type": fmt.model_type, "architectures": [architecture], **fmt.from_config(model.config)}
     if not model.head.named_classes:
         hf_config.pop("id2label", None), hf_config.pop("label2id", None)

@@ -114,9 +114,10 @@ def belongs_to_other_head(fmt: HFFormat, task: str, name: str) -> bool:
     return name in fmt.tied_copies
 
 
-def to_hf(fmt: HFFormat, model, architecture: str) -> dict[str, torch.Tensor]:
-    """`model`'s weights under Hugging Face names for `architecture` (backbone prefixed for head classes)."""
-    state = model.state_dict()
+def to_hf(fmt: HFFormat, model, architecture: str, state: dict | None = None) -> dict[str, torch.Tensor]:
+    """`model`'s weights (or `state`, some of them) under Hugging Face names for `architecture` (backbone
+    prefixed for head classes)."""
+    state = model.state_dict() if state is None else state
     backbone, heads = active_rules(fmt, model.config, model.task)
     prefix = "" if fmt.is_base(architecture) else fmt.base_prefix
     out: dict[str, torch.Tensor] = {}
