@@ -172,6 +172,7 @@ class Engine:
     # ---- engine thread -----------------------------------------------------------------------------
     def _run(self) -> None:
         with eval_mode(self.model), torch.inference_mode():
+            self.metrics.set_engine(self.name, 0, 0, 0)
             self.ready.set()
             while True:
                 with self.wake:
