@@ -29,7 +29,9 @@ def tiny_checkpoints(root: Path) -> dict[str, Path]:
                     eos_token_id=bpe.eos_id)
     models = {
         "gpt": (lmforge.build_model(lmforge.presets.get("tiny-gpt2").replace(
-            **specials, init_std=0.3, tie_embeddings=False, max_positions=64)), bpe),
+            **specials, init_std=0.3, tie_embeddings=False, max_positions=1024)), bpe),
+        "slow": (lmforge.build_model(lmforge.presets.get("tiny-gpt2").replace(  # long generations, for cancelling
+            **specials, d_model=256, n_layers=4, d_ff=1024, max_positions=4096)), bpe),
         "bart": (lmforge.build_model(lmforge.presets.get("tiny-bart").replace(
             **specials, decoder_start_token_id=bpe.eos_id, mask_token_id=None, init_std=0.1,
             tie_embeddings=False, max_positions=64)), bpe),
@@ -75,7 +77,7 @@ class Server:
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.2)
         self.stop()

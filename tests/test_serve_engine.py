@@ -10,6 +10,7 @@ import lmforge
 from lmforge.serve.batch import RunningBatch
 from lmforge.serve.engine import Engine, Event, GenerationRequest, Sampling
 from lmforge.serve.metrics import Metrics
+from lmforge.serve.text import TextStream
 
 from serve_helpers import tiny_checkpoints
 
@@ -98,3 +99,17 @@ def test_running_batch_rows_join_and_leave_without_changing_others(checkpoints):
         longest = max(range(3), key=lambda i: len(prompts[i]))
         batch.keep([i for i in range(3) if i != longest])
         assert batch.length == max(len(p) for i, p in enumerate(prompts) if i != longest) + 1
+
+
+def test_text_stream_never_splits_a_character_nor_shows_a_stop_string(checkpoints):
+    tokenizer = lmforge.load(checkpoints["gpt"]).tokenizer
+    text = "café 🙂 déjà"  # the emoji is unseen: four byte tokens
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert any("\ufffd" in tokenizer.decode([i]) for i in ids)  # some character spans tokens
+    stream = TextStream(tokenizer.decode, [], [])
+    pieces = [stream.push(i) for i in ids] + [stream.flush()]
+    assert "".join(pieces) == text and not any("\ufffd" in p for p in pieces)
+
+    stream = TextStream(tokenizer.decode, [], ["🙂 d"])
+    pieces = [stream.push(i) for i in ids]
+    assert stream.stopped and "".join(pieces) + stream.flush() == "café "

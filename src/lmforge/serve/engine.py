@@ -49,6 +49,7 @@ class Sampling:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False  # run to max_tokens even past the end-of-sequence token (benchmarks)
 
     def options(self) -> GenerationOptions:
         greedy = self.temperature == 0
@@ -227,7 +228,7 @@ class Engine:
     def _start(self, request: GenerationRequest) -> None:
         sampling = request.sampling
         options = sampling.options()
-        request.stop_ids = set(options.stop_ids(self.eos))
+        request.stop_ids = set(options.stop_ids(None if sampling.ignore_eos else self.eos))
         request.processors = build_processors(options, len(request.stop_ids))
         if options.do_sample:
             request.generator = torch.Generator(device=self.model.device)
@@ -299,7 +300,8 @@ class Engine:
         else:
             self.metrics.observe("inter_token_latency_seconds", now - request.last_token_at)
         request.last_token_at = now
-        if request.cancelled:
+        if request.cancelled:  # its client went away during this step
+            self.metrics.count("cancelled", 1)
             return False
         finish = None
         if token in request.stop_ids:

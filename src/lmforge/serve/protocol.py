@@ -81,7 +81,7 @@ def sampling(fields: Fields, default_max_tokens: int, default_temperature: float
         top_k=fields.get("top_k", (int,), 0, low=0),
         top_p=float(fields.get("top_p", number, 1.0, low=0, high=1, low_open=True)),
         seed=fields.get("seed", (int,), None),
-        stop=stop, stop_token_ids=stop_ids)
+        stop=stop, stop_token_ids=stop_ids, ignore_eos=fields.get("ignore_eos", (bool,), False))
 
 
 def stream_settings(fields: Fields) -> tuple[bool, bool]:
