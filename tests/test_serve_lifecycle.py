@@ -99,3 +99,11 @@ def test_sigterm_mid_stream_stops_admitting_drains_and_exits_0(checkpoints):
     reader.join(120)
     assert events[-1] == "data: [DONE]" and '"finish_reason": "length"' in events[-2]  # the running stream finished
     assert server.process.wait(timeout=60) == 0
+
+
+def test_library_imports_without_the_serve_extra_and_serve_says_what_to_install(checkpoints):
+    code = ("import sys; sys.modules['fastapi'] = sys.modules['uvicorn'] = None\n"
+            "import lmforge, lmforge.cli, lmforge.serve.server\n"
+            f"sys.exit(lmforge.cli.main(['serve', {str(checkpoints['gpt'])!r}, '--port', '{free_port()}']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "pip install 'lmforge[serve]'" in done.stderr
