@@ -113,3 +113,24 @@ def test_text_stream_never_splits_a_character_nor_shows_a_stop_string(checkpoint
     stream = TextStream(tokenizer.decode, [], ["🙂 d"])
     pieces = [stream.push(i) for i in ids]
     assert stream.stopped and "".join(pieces) + stream.flush() == "café "
+
+
+def test_chat_template_of_the_checkpoint_without_a_doubled_bos(checkpoints, tmp_path):
+    import json
+    import shutil
+
+    from lmforge.serve.models import ServedModel
+
+    folder = tmp_path / "chat"
+    shutil.copytree(checkpoints["gpt"], folder)
+    template = "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>"
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    served = ServedModel("chat", folder, Metrics())
+    tokenizer = served.model.tokenizer
+    messages = [{"role": "user", "content": "the cat"}]
+    ids = served.chat_prompt(messages)
+    assert ids == tokenizer.encode(f"{tokenizer.id_to_token(tokenizer.bos_id)}<user>the cat\n<assistant>",
+                                   add_special_tokens=False)
+    assert ids.count(tokenizer.bos_id) == 1
+    plain = ServedModel("plain", checkpoints["gpt"], Metrics())  # no template: a plain transcript
+    assert plain.chat.render(messages) == "user: the cat\nassistant:"

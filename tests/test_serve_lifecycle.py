@@ -1,5 +1,6 @@
 """Start-up errors (one line, exit 2), a full queue (429 + Retry-After), keep-alive comments, SIGTERM draining."""
 
+import json
 import signal
 import socket
 import subprocess
@@ -58,7 +59,8 @@ def stream_request(url, body, seen: list, headers=None):
 
 
 def test_full_queue_gets_429_with_retry_after_and_the_others_finish(checkpoints):
-    server = Server(str(checkpoints["slow"]), "--max-batch", "1", "--max-queue", "1", "--keepalive-seconds", "0.2")
+    server = Server(str(checkpoints["slow"]), "--max-batch", "1", "--max-queue", "1", "--keepalive-seconds", "0.2",
+                    "--cors-origin", "http://app.example")
     try:
         long = {"prompt": "the cat", "max_tokens": 300, "temperature": 0, "ignore_eos": True}
         first, second = [], []
@@ -79,14 +81,38 @@ def test_full_queue_gets_429_with_retry_after_and_the_others_finish(checkpoints)
             thread.join(120)
         assert first[-1] == "data: [DONE]" and second[-1] == "data: [DONE]"
         assert ": keep-alive" in second  # it waited behind the long one, with keep-alive comments
+        preflight = requests.options(server.url + "/v1/completions", timeout=10, headers={
+            "Origin": "http://app.example", "Access-Control-Request-Method": "POST"})
+        assert preflight.headers["access-control-allow-origin"] == "http://app.example"
+        other = requests.get(server.url + "/v1/models", headers={"Origin": "http://elsewhere.example"}, timeout=10)
+        assert "access-control-allow-origin" not in other.headers
     finally:
-        server.stop()
+        log = server.stop()
+    assert "KV cache up to" in log  # the memory the KV slots may take, printed at start
+
+
+def test_cors_is_off_by_default_and_an_error_after_the_headers_goes_into_the_stream(checkpoints):
+    server = Server(str(checkpoints["slow"]), "--drain-seconds", "0.3")
+    events = []
+    reader = threading.Thread(target=stream_request, args=(server.url, {"prompt": "the cat", "max_tokens": 3000,
+                                                                        "temperature": 0, "ignore_eos": True}, events))
+    reader.start()
+    while len(events) < 4:
+        time.sleep(0.02)
+    allowed = requests.get(server.url + "/v1/models", headers={"Origin": "http://app.example"}, timeout=10)
+    assert "access-control-allow-origin" not in allowed.headers
+    server.process.send_signal(signal.SIGTERM)  # the drain time is too short for 3000 tokens
+    reader.join(120)
+    assert events[0] == 200 and events[-1] == "data: [DONE]"
+    error = json.loads(events[-2][6:])["error"]
+    assert error["type"] == "server_error" and "shutting down" in error["message"]
+    assert server.process.wait(timeout=60) == 0
 
 
 def test_sigterm_mid_stream_stops_admitting_drains_and_exits_0(checkpoints):
     server = Server(str(checkpoints["slow"]), "--drain-seconds", "60")
     events = []
-    reader = threading.Thread(target=stream_request, args=(server.url, {"prompt": "the cat", "max_tokens": 200,
+    reader = threading.Thread(target=stream_request, args=(server.url, {"prompt": "the cat", "max_tokens": 120,
                                                                         "temperature": 0, "ignore_eos": True}, events))
     reader.start()
     while len(events) < 4:
