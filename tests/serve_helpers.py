@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,23 +65,31 @@ def free_port() -> int:
 class Server:
     """`lmforge serve ARGS` as a real subprocess on a free port; waits until /health answers 200."""
 
-    def __init__(self, *args: str, env: dict | None = None, timeout: float = 60):
+    def __init__(self, *args: str, env: dict | None = None, timeout: float = 120):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+        self.log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty server never blocks on it
         self.process = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", *args, "--port", str(self.port)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+                                        stdout=self.log, stderr=subprocess.STDOUT, text=True, env=environment)
+        try:
+            self._wait_healthy(timeout)
+        except BaseException:
+            self.process.kill()  # never leave a server behind
+            self.process.wait()
+            raise
+
+    def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited {self.process.returncode}: {self.process.stdout.read()}")
+                raise RuntimeError(f"server exited {self.process.returncode}: {self.output()}")
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.2)
-        self.stop()
         raise RuntimeError("server did not become healthy")
 
     def stop(self) -> str:
@@ -91,7 +100,11 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        return self.process.stdout.read()
+        return self.output()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
 
     def metric(self, name: str, headers: dict | None = None) -> float:
         """The value of one metric line (first match, labels included in `name`)."""
