@@ -9,7 +9,6 @@ import time
 
 import pytest
 import requests
-import torch
 
 import lmforge
 from serve_helpers import Server, tiny_checkpoints

@@ -19,6 +19,7 @@ from .engine import EncoderJob, Event, GenerationRequest, QueueFull, ShuttingDow
 from .errors import ApiError, bad_field, queue_full, unavailable
 from .metrics import Metrics
 from .models import ENCODER_TASKS, GENERATION_TASKS, ServedModel
+from .relay import Relay, collect, sse_events, usage
 from .protocol import Fields, messages, parse_json, sampling, stream_settings
 
 PLAYGROUND = Path(__file__).with_name("playground.html")
@@ -48,31 +49,6 @@ class ServerState:
             raise ApiError(404, f"the model {name!r} does not exist; this server serves: {', '.join(self.models)}",
                            type="invalid_request_error", param=param, code="model_not_found")
         return self.models[name]
-
-
-def sse(data) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False) if not isinstance(data, str) else data}\n\n"
-
-
-class Relay:
-    """Events from the engine thread into the event loop: one asyncio queue for a group of requests."""
-
-    def __init__(self):
-        self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.requests: list[GenerationRequest | EncoderJob] = []
-
-    def sink(self, index: int):
-        def put(event) -> None:
-            try:
-                self.loop.call_soon_threadsafe(self.queue.put_nowait, (index, event))
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                pass
-        return put
-
-    def cancel(self) -> None:
-        for request in self.requests:
-            request.cancel()
 
 
 def build_app(state: ServerState):
@@ -167,29 +143,6 @@ def build_app(state: ServerState):
                 "token_strings": [served.model.tokenizer.id_to_token(i) for i in ids]}
 
     # ---- generation ---------------------------------------------------------------------------------------
-    def check_length(served: ServedModel, ids: list[int], max_tokens: int, param: str) -> None:
-        limit = served.context_length
-        if not ids:
-            raise bad_field(param, f"'{param}' is empty; give at least one token of text")
-        seq2seq = served.model.config.is_encoder_decoder
-        needed = max_tokens + (1 if seq2seq else len(ids))
-        if len(ids) > limit or (served.model.config.positions_bounded and needed > limit):
-            where = f"{len(ids)} in the prompt, {max_tokens} in the completion"
-            raise ApiError(400, f"this model's maximum context length is {limit} tokens, but {where} were "
-                           f"requested; shorten the prompt or lower max_tokens", param=param,
-                           code="context_length_exceeded")
-
-    def default_new_tokens(served: ServedModel, prompt_len: int, most: int) -> int:
-        """`most` new tokens, or as many as the context leaves after the prompt (at least 1)."""
-        room = served.context_length - (1 if served.model.config.is_encoder_decoder else prompt_len)
-        return max(1, min(most, room))
-
-    def needs_generation(served: ServedModel, endpoint: str) -> None:
-        if not served.generates:
-            raise ApiError(400, f"model {served.name!r} has a {served.model.task} head and cannot generate text "
-                           f"({endpoint}); it can serve: {', '.join(served.tasks)}", param="model",
-                           code="unsupported_task")
-
     def submit(served: ServedModel, prompts: list[list[int]], settings) -> Relay:
         relay = Relay()
         try:
@@ -206,96 +159,22 @@ def build_app(state: ServerState):
         state.metrics.count("requests", len(prompts), f'model="{served.name}"')
         return relay
 
-    async def collect(request: Request, relay: Relay, count: int) -> list[dict]:
-        """Wait for every request of `relay`; cancel them all if the client goes away. -> per prompt
-        {"text", "tokens", "finish_reason"}."""
-        results = [{"text": "", "tokens": 0, "finish_reason": None} for _ in range(count)]
-        pending = count
-        try:
-            while pending:
-                try:
-                    index, event = await asyncio.wait_for(relay.queue.get(), timeout=1.0)
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        relay.cancel()
-                        raise ApiError(499, "the client closed the request", code="client_closed")
-                    continue
-                if event.kind == "error":
-                    relay.cancel()
-                    raise ApiError(500, event.message, type="server_error", code="generation_failed")
-                results[index]["text"] += event.text
-                results[index]["tokens"] = event.tokens
-                if event.kind == "done":
-                    results[index]["finish_reason"] = event.finish_reason
-                    pending -= 1
-        except asyncio.CancelledError:
-            relay.cancel()
-            raise
-        return results
-
-    def usage(prompts: list[list[int]], completion: int) -> dict:
-        prompt = sum(len(p) for p in prompts)
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
     def stream_response(relay: Relay, count: int, chunk, prompts: list[list[int]], include_usage: bool,
                         head: dict, first_delta=None) -> StreamingResponse:
-        """Server-sent events: a chunk per text piece, a final chunk with finish_reason per prompt, the usage
-        chunk when asked, then [DONE]; errors after the headers go into the stream."""
-
-        async def events():
-            pending, tokens = count, [0] * count
-            try:
-                if first_delta is not None:
-                    for index in range(count):
-                        yield sse({**head, "choices": [first_delta(index)]})
-                while pending:
-                    try:
-                        index, event = await asyncio.wait_for(relay.queue.get(), timeout=state.keepalive_seconds)
-                    except asyncio.TimeoutError:
-                        yield ": keep-alive\n\n"
-                        continue
-                    if event.kind == "error":
-                        relay.cancel()
-                        yield sse(ApiError(500, event.message, type="server_error", code="generation_failed").body())
-                        break
-                    tokens[index] = event.tokens
-                    if event.kind == "text":
-                        yield sse({**head, "choices": [chunk(index, event.text, None)]})
-                    else:
-                        yield sse({**head, "choices": [chunk(index, "", event.finish_reason)]})
-                        pending -= 1
-                if include_usage and not pending:
-                    yield sse({**head, "choices": [], "usage": usage(prompts, sum(tokens))})
-                yield sse("[DONE]")
-            finally:  # normal end, or the client went away (the generator is closed): free the slots
-                relay.cancel()
-
-        return StreamingResponse(events(), media_type="text/event-stream",
+        events = sse_events(relay, count, chunk, prompts, include_usage, head, state.keepalive_seconds, first_delta)
+        return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    def completion_prompts(served: ServedModel, fields: Fields) -> list[list[int]]:
-        prompt = fields.body.get("prompt")
-        if isinstance(prompt, str):
-            return [served.encode(prompt)]
-        if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            vocab = served.model.config.vocab_size
-            if not all(0 <= t < vocab for t in prompt):
-                raise bad_field("prompt", f"'prompt' holds token ids outside the vocabulary (0..{vocab - 1})")
-            return [prompt]
-        if isinstance(prompt, list) and prompt and all(isinstance(t, str) for t in prompt):
-            return [served.encode(p) for p in prompt]
-        raise bad_field("prompt", "'prompt' must be a string, a list of strings or a list of token ids")
 
     @app.post("/v1/completions")
     async def completions(request: Request):
         fields = Fields(await body_of(request))
         served = state.model(fields.get("model", (str,), None))
-        needs_generation(served, "/v1/completions")
-        prompts = completion_prompts(served, fields)
-        settings = sampling(fields, default_max_tokens=default_new_tokens(served, max(map(len, prompts)), 16))
+        served.needs_generation("/v1/completions")
+        prompts = served.completion_prompts(fields.body.get("prompt"))
+        settings = sampling(fields, default_max_tokens=served.default_new_tokens(max(map(len, prompts)), 16))
         stream, include_usage = stream_settings(fields)
         for ids in prompts:
-            check_length(served, ids, settings.max_tokens, "prompt")
+            served.check_length(ids, settings.max_tokens, "prompt")
         echo = fields.get("echo", (bool,), False)
         relay = submit(served, prompts, settings)
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
@@ -304,7 +183,7 @@ def build_app(state: ServerState):
             def chunk(index, text, finish):
                 return {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
             return stream_response(relay, len(prompts), chunk, prompts, include_usage, head)
-        results = await collect(request, relay, len(prompts))
+        results = await collect(request.is_disconnected, relay, len(prompts))
         texts = [(fields.body["prompt"] if echo and isinstance(fields.body["prompt"], str) else "") + r["text"]
                  for r in results]
         return {**head, "choices": [{"index": i, "text": t, "logprobs": None, "finish_reason": r["finish_reason"]}
@@ -315,12 +194,12 @@ def build_app(state: ServerState):
     async def chat_completions(request: Request):
         fields = Fields(await body_of(request))
         served = state.model(fields.get("model", (str,), None))
-        needs_generation(served, "/v1/chat/completions")
+        served.needs_generation("/v1/chat/completions")
         conversation = messages(fields)
         ids = served.chat_prompt(conversation)
-        settings = sampling(fields, default_max_tokens=default_new_tokens(served, len(ids), 256))
+        settings = sampling(fields, default_max_tokens=served.default_new_tokens(len(ids), 256))
         stream, include_usage = stream_settings(fields)
-        check_length(served, ids, settings.max_tokens, "messages")
+        served.check_length(ids, settings.max_tokens, "messages")
         relay = submit(served, [ids], settings)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": served.name}
@@ -333,7 +212,7 @@ def build_app(state: ServerState):
                 return {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                         "finish_reason": None}
             return stream_response(relay, 1, chunk, [ids], include_usage, head, first_delta=first)
-        result = (await collect(request, relay, 1))[0]
+        result = (await collect(request.is_disconnected, relay, 1))[0]
         return {**head, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
                              "logprobs": None, "finish_reason": result["finish_reason"]}],
@@ -382,7 +261,7 @@ def build_app(state: ServerState):
         if encoding not in ("float", "base64"):
             raise bad_field("encoding_format", f"'encoding_format' must be 'float' or 'base64', got {encoding!r}")
         for index, text in enumerate(texts):
-            check_length(served, served.encode(text) or [0], 0, f"input[{index}]")
+            served.check_length(served.encode(text) or [0], 0, f"input[{index}]")
         vectors, n_tokens = await run_encoder(request, served, "feature-extraction", texts, {})
 
         def encoded(vector: list[float]):
@@ -418,20 +297,19 @@ def build_app(state: ServerState):
             if "top_k" in parameters:
                 Fields(parameters, "parameters.").get("top_k", (int,), low=1)
             for index, text in enumerate(inputs):
-                check_length(served, served.encode(text), 0, f"inputs[{index}]")
+                served.check_length(served.encode(text), 0, f"inputs[{index}]")
             results, _ = await run_encoder(request, served, task, inputs, parameters)
         else:
             params = Fields(parameters, "parameters.")
             do_sample = params.get("do_sample", (bool,), False)  # pipelines are greedy unless asked to sample
             prefix = params.get("prefix", (str,), "")
             prompts = [served.encode(prefix + t) for t in inputs]
-            settings = sampling(params, default_max_tokens=default_new_tokens(
-                served, max(len(ids) for ids in prompts), 20 if task == "text-generation" else 64))
+            settings = sampling(params, default_max_tokens=served.default_new_tokens(max(len(ids) for ids in prompts), 20 if task == "text-generation" else 64))
             if not do_sample:
                 settings.temperature = 0
             for index, ids in enumerate(prompts):
-                check_length(served, ids, settings.max_tokens, f"inputs[{index}]")
-            outputs = await collect(request, submit(served, prompts, settings), len(prompts))
+                served.check_length(ids, settings.max_tokens, f"inputs[{index}]")
+            outputs = await collect(request.is_disconnected, submit(served, prompts, settings), len(prompts))
             if task == "text-generation":
                 results = [{"generated_text": t + o["text"]} for t, o in zip(inputs, outputs)]
             else:

@@ -122,6 +122,7 @@ class Engine:
         self.wake = threading.Condition()
         self.accepting = True
         self.stopped = False
+        self.stop_message = "the server is shutting down"
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
 
@@ -183,7 +184,7 @@ class Engine:
                         break
                 self._turn()
                 self.metrics.set_engine(self.name, self.queue_depth, self.running, self.batch.cache_bytes())
-        self._fail_everything(getattr(self, "stop_message", "the server is shutting down"))
+        self._fail_everything(self.stop_message)
 
     def _turn(self) -> None:
         """One loop turn: drop cancelled work, admit, one micro-batch of encoder jobs, one prefill chunk,

@@ -10,6 +10,7 @@ from ..errors import InputError
 from ..infer.pipelines import PIPELINES, pipeline
 from ..models.heads import LMHead
 from .engine import Engine
+from .errors import ApiError, bad_field
 from .metrics import Metrics
 
 GENERATION_TASKS = ("text-generation", "translation", "summarization", "text2text")
@@ -128,3 +129,41 @@ class ServedModel:
         per_token = 2 * layers * c.kv_heads * c.head_dim * self.model.dtype.itemsize
         tokens = self.context_length * (2 if c.is_encoder_decoder else 1)
         return self.engine.max_batch * tokens * per_token if self.generates else 0
+
+    # ---- request checks (HTTP errors) ----------------------------------------------------------------------
+    def check_length(self, ids: list[int], max_tokens: int, param: str) -> None:
+        """400 `context_length_exceeded` when the prompt (+ the tokens to generate) does not fit the context."""
+        limit = self.context_length
+        if not ids:
+            raise bad_field(param, f"'{param}' is empty; give at least one token of text")
+        seq2seq = self.model.config.is_encoder_decoder
+        needed = max_tokens + (1 if seq2seq else len(ids))
+        if len(ids) > limit or (self.model.config.positions_bounded and needed > limit):
+            where = f"{len(ids)} in the prompt, {max_tokens} in the completion"
+            raise ApiError(400, f"this model's maximum context length is {limit} tokens, but {where} were "
+                           f"requested; shorten the prompt or lower max_tokens", param=param,
+                           code="context_length_exceeded")
+
+    def default_new_tokens(self, prompt_len: int, most: int) -> int:
+        """`most` new tokens, or as many as the context leaves after the prompt (at least 1)."""
+        room = self.context_length - (1 if self.model.config.is_encoder_decoder else prompt_len)
+        return max(1, min(most, room))
+
+    def needs_generation(self, endpoint: str) -> None:
+        if not self.generates:
+            raise ApiError(400, f"model {self.name!r} has a {self.model.task} head and cannot generate text "
+                           f"({endpoint}); it can serve: {', '.join(self.tasks)}", param="model",
+                           code="unsupported_task")
+
+    def completion_prompts(self, prompt) -> list[list[int]]:
+        """OpenAI's `prompt`: a string, a list of strings or a list of token ids -> token ids per prompt."""
+        if isinstance(prompt, str):
+            return [self.encode(prompt)]
+        if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            vocab = self.model.config.vocab_size
+            if not all(0 <= t < vocab for t in prompt):
+                raise bad_field("prompt", f"'prompt' holds token ids outside the vocabulary (0..{vocab - 1})")
+            return [prompt]
+        if isinstance(prompt, list) and prompt and all(isinstance(t, str) for t in prompt):
+            return [self.encode(p) for p in prompt]
+        raise bad_field("prompt", "'prompt' must be a string, a list of strings or a list of token ids")
