@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
+import time
 from pathlib import Path
 
 RUN_FILE = "run.json"
@@ -51,6 +53,14 @@ def register(subparsers) -> None:
     parser.add_argument("--fsdp", action="store_true", help="shard the model with FSDP under torchrun")
     parser.add_argument("--device", default=None, help="cpu or cuda:N (default: this rank's GPU, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--recipe", choices=["small-budget", "standard"],
+                        help="small-budget: pre-norm, no biases, no dropout, lr 1e-3 decaying linearly to zero at the "
+                             "last step, 30%% masking (default below 50M parameters); standard: as configured")
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS",
+                        help="train for about this long: steps are sized from timed trial steps, the schedule ends "
+                             "at the budget (instead of --max-steps)")
+    parser.add_argument("--mask-probability", type=float, metavar="P",
+                        help="masked LM: share of tokens chosen (default: the recipe's, 0.3 small-budget, 0.15 standard)")
     add_setting_flags(parser)
     parser.set_defaults(run=run)
 
@@ -85,6 +95,7 @@ def _pretrain(args, dist) -> int:
     from ..errors import ConfigError
     from ..models.build import build_model
     from ..train import EnergyMeter, Trainer, seed_everything
+    from ..train.callbacks import TimeBudget
     from ..train.pretraining import OBJECTIVE_NAMES, ShardBatches, build_objective, objective_loss
     from ..config import ModelConfig
     from ..train.settings import TrainSettings
@@ -104,7 +115,7 @@ def _pretrain(args, dist) -> int:
     seed_everything(settings.seed)
     model = build_model(config)
     model.tokenizer = tokenizer
-    objective = build_objective(run_spec["objective"], config.family, tokenizer)
+    objective = build_objective(run_spec["objective"], config.family, tokenizer, run_spec.get("objective_options"))
     window = objective.window_length(settings.seq_len)
     card = {"objective": OBJECTIVE_NAMES[run_spec["objective"]], "training_type": "pre-training",
             "data": f"{Path(run_spec['data']).name} ({len(shards.train):,} train tokens)",
@@ -121,6 +132,7 @@ def _pretrain(args, dist) -> int:
     trainer = Trainer(model, settings, train_batches, eval_batches if has_valid else None, out_dir=out, card=card,
                       dist=dist, fsdp=run_spec["fsdp"], loss_fn=objective_loss(run_spec["objective"]),
                       energy=EnergyMeter(run_spec["country"], use_codecarbon=not args.no_codecarbon),
+                      callbacks=[TimeBudget(run_spec["training_budget_s"])] if run_spec.get("training_budget_s") else [],
                       progress=not args.quiet)
     if dist.is_main and not args.resume:
         _start_folder(out, run_spec, args.overwrite)
@@ -164,6 +176,7 @@ def _resolve(args, dist) -> dict:
     from ..errors import ConfigError
     from ..train.carbon import DEFAULT_COUNTRY
     from ..train.pretraining import build_objective, default_objective, fit_config_to_tokenizer
+    from ..train.recipe import default_recipe, get_recipe
 
     if not (args.preset or args.config):
         raise ConfigError("give the architecture with --preset NAME or --config FILE.json|yaml")
@@ -174,12 +187,72 @@ def _resolve(args, dist) -> dict:
     tokenizer = shards.tokenizer
     config = fit_config_to_tokenizer(config, tokenizer, args.vocab_from_data)
     objective = args.objective or default_objective(config.family, tokenizer)
-    build_objective(objective, config.family, tokenizer)  # validates the pairing
-    settings = _settings(args, config)
+    recipe = get_recipe(args.recipe or default_recipe(config))
+    options = _objective_options(objective, recipe, args)
+    objective_data = build_objective(objective, config.family, tokenizer, options)  # validates the pairing
+    config, settings = _settings(args, config, recipe)
     settings.check_world(dist.world_size)
-    return {"model": config.to_dict(), "objective": objective, "data": str(Path(args.data).resolve()),
+    training_budget = None
+    if args.time_budget is not None:
+        started = time.perf_counter()
+        settings = _fit_to_budget(args, config, settings, shards, objective, objective_data, recipe, dist,
+                                  started)
+        training_budget = args.time_budget - (time.perf_counter() - started)  # the timing itself counts
+    return {"model": config.to_dict(), "objective": objective, "objective_options": options, "recipe": recipe.name,
+            "time_budget_s": args.time_budget, "training_budget_s": training_budget,
+            "data": str(Path(args.data).resolve()),
             "tokenizer_hash": shards.tokenizer_hash, "train": settings.to_dict(), "fsdp": bool(args.fsdp),
             "country": (args.country or DEFAULT_COUNTRY).upper()}
+
+
+def _objective_options(objective: str, recipe, args) -> dict:
+    """Constructor options of the objective: the masking probability for masked LM."""
+    from ..errors import ConfigError
+
+    if args.mask_probability is not None and not 0 < args.mask_probability < 1:
+        raise ConfigError(f"--mask-probability must be between 0 and 1, got {args.mask_probability}")
+    if objective != "mlm":
+        if args.mask_probability is not None:
+            raise ConfigError(f"--mask-probability applies to --objective mlm, not {objective}; drop it")
+        return {}
+    return {"probability": args.mask_probability if args.mask_probability is not None else recipe.mask_probability}
+
+
+def _fit_to_budget(args, config, settings, shards, objective: str, objective_data, recipe, dist, started: float):
+    """The settings with max_steps sized to --time-budget by timing a few real steps (rank 0 decides)."""
+    from ..errors import ConfigError
+    from ..models.build import build_model
+    from ..train import default_loss
+    from ..train.budget import measure_step_seconds, minimum_budget, steps_for_budget
+    from ..train.pretraining import ShardBatches, objective_loss
+
+    if args.max_steps is not None:
+        raise ConfigError("give either --max-steps or --time-budget, not both")
+    if not args.time_budget > 0:
+        raise ConfigError(f"--time-budget must be a positive number of seconds, got {args.time_budget:g}")
+    step_seconds = None
+    if dist.is_main:
+        model = build_model(config).to(dist.device)
+        batches = ShardBatches(shards, objective_data, settings.micro_batch_size(dist.world_size), settings.seq_len,
+                               seed=settings.seed + 1)
+        loss = objective_loss(objective) or default_loss
+        step_seconds = measure_step_seconds(model, batches, lambda m, b: loss(m, {k: v.to(dist.device)
+                                                                                 for k, v in b.items()}), settings)
+    step_seconds = dist.broadcast(step_seconds) if dist.enabled else step_seconds
+    spent = time.perf_counter() - started  # timing the trial steps is part of the budget
+    least = math.ceil(spent + minimum_budget(step_seconds))
+    if args.time_budget < least:
+        raise ConfigError(f"--time-budget {args.time_budget:g} is shorter than one training step here "
+                          f"({step_seconds:.2f} s measured, after {spent:.0f} s of timing); give at least {least} seconds")
+    steps = steps_for_budget(args.time_budget - spent, step_seconds)
+    values = {**settings.to_dict(), "max_steps": steps}
+    if args.warmup_steps is None and recipe.warmup_fraction is not None:
+        values["warmup_steps"] = max(1, round(recipe.warmup_fraction * steps))
+    values["warmup_steps"] = min(values["warmup_steps"], steps)
+    for name, share in (("eval_every", 10), ("save_every", 10), ("log_every", 50)):  # the budget is checked at logs
+        if getattr(args, name) is None:
+            values[name] = max(1, steps // share)
+    return type(settings).from_dict(values)
 
 
 def _setting_overrides(args) -> dict:
@@ -189,18 +262,21 @@ def _setting_overrides(args) -> dict:
             if getattr(args, f.name, None) is not None}
 
 
-def _settings(args, config):
+def _settings(args, config, recipe):
+    """The architecture after `recipe` and the settings: the recipe's defaults, then --run-config, then flags."""
     from ..errors import ConfigError
     from ..train.settings import TrainSettings, read_run_file
 
     values = read_run_file(args.run_config) if args.run_config else {}
     values = {**values, **_setting_overrides(args)}
+    values.setdefault("max_steps", TrainSettings.max_steps)
+    config, values = recipe.apply(config, values)
     values.setdefault("seq_len", min(TrainSettings.seq_len, config.max_positions))
     settings = TrainSettings.from_dict(values)
     if config.positions in ("learned", "sinusoidal") and settings.seq_len > config.max_positions:
         raise ConfigError(f"seq_len={settings.seq_len} exceeds the model's max_positions={config.max_positions}; "
                           f"pass --seq-len {config.max_positions} or less")
-    return settings
+    return config, settings
 
 
 def _check_unchanged(args, previous: dict, dist) -> None:
@@ -217,6 +293,12 @@ def _check_unchanged(args, previous: dict, dist) -> None:
         changed.append(f"--fsdp {args.fsdp} (run has {previous['fsdp']})")
     if args.preset or args.config or args.run_config:
         changed.append("--preset/--config/--run-config (the architecture and settings are in run.json)")
+    for flag, key in (("recipe", "recipe"), ("time_budget", "time_budget_s")):
+        if getattr(args, flag) is not None and getattr(args, flag) != previous.get(key):
+            changed.append(f"--{flag.replace('_', '-')} {getattr(args, flag)} (run has {previous.get(key)})")
+    if args.mask_probability is not None and args.mask_probability != previous.get("objective_options", {}).get("probability"):
+        changed.append(f"--mask-probability {args.mask_probability} (run has "
+                       f"{previous.get('objective_options', {}).get('probability')})")
     if changed:
         raise ConfigError(f"--resume continues the run recorded in {Path(args.out) / RUN_FILE}, but these differ: "
                           f"{'; '.join(changed)}; drop them, or start a new run with --overwrite or another --out")

@@ -21,15 +21,18 @@ from typing import Sequence
 
 from ..errors import ConfigError
 from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSettings, seed_everything
+from ..train.callbacks import TimeBudget
 from ..train.folders import check_run_folder
 from .batching import LengthGroupedBatches, sorted_batches
+from .defaults import size_defaults, stuck_at_majority_warning
 from .model import build_task_model, load_model, pad_id, resolve_source
 from .tasks import DataOptions, read_task_data, subset, task_spec
 
 MODEL_DIR = "model"
 RUN_FILE = "finetune.json"
-# Fine-tuning defaults (BERT's recipe: small learning rate, short warmup, linear decay, light weight decay).
-DEFAULT_SETTINGS = {"max_steps": 500, "batch_size": 32, "lr": 5e-5, "warmup_steps": 50, "schedule": "linear",
+# Fine-tuning defaults (linear decay, light weight decay); lr, warmup_steps and batch_size follow the
+# model's size (defaults.size_defaults) unless given.
+DEFAULT_SETTINGS = {"max_steps": 500, "schedule": "linear",
                     "min_lr_ratio": 0.0, "weight_decay": 0.01, "beta2": 0.999, "eval_every": 100, "eval_batches": 0,
                     "save_every": 0, "log_every": 10}
 
@@ -50,6 +53,7 @@ class FinetuneResult:
     energy_source: str
     summary: dict  # the Trainer's summary
     starting_point: str  # what was copied and what is new
+    warning: str | None = None  # e.g. the validation metric never left the majority-class level
 
 
 class EarlyStopping(Callback):
@@ -80,19 +84,6 @@ class EarlyStopping(Callback):
         self.best, self.waited = state.get("best"), state.get("waited", 0)
 
 
-class TimeBudget(Callback):
-    """Stop once `seconds` of wall time (training and evaluation) have passed; checked at every log record."""
-
-    def __init__(self, seconds: float):
-        if seconds <= 0:
-            raise ConfigError(f"the time budget must be positive, got {seconds} s")
-        self.seconds = seconds
-
-    def on_log(self, trainer, record: dict) -> None:
-        if record["elapsed_s"] >= self.seconds:
-            trainer.request_stop(f"time budget of {self.seconds:.0f} s reached")
-
-
 def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | Path,
              checkpoint=None, preset: str | None = None, from_scratch: bool = False, tokenizer=None,
              settings: TrainSettings | dict | None = None, data_options: DataOptions | None = None,
@@ -111,15 +102,18 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     spec = task_spec(task)
     out = _prepare_folder(Path(out), overwrite)
     options = data_options or DataOptions()
-    settings = _settings(settings)
+    given = settings.to_dict() if isinstance(settings, TrainSettings) else dict(settings or {})
+    seed = given.get("seed", DEFAULT_SETTINGS.get("seed", 0))
     metric = best_metric or spec.metric
     source = resolve_source(checkpoint, preset, from_scratch, tokenizer)
     tok = source.tokenizer
     train_data = read_task_data(task, train, tok, None, options)
     labels = train_data.labels  # classify, tag: from the training file; None for seq2seq and clm
-    seed_everything(settings.seed)  # the new head (or the whole from-scratch model) depends on the seed only
+    seed_everything(seed)  # the new head (or the whole from-scratch model) depends on the seed only
     start = build_task_model(task, source, labels, from_scratch)
     model = start.model
+    parameters = sum(p.numel() for p in model.parameters())
+    settings = settings.validate() if isinstance(settings, TrainSettings) else _settings(given, parameters)
     train_examples = subset(train_data, max_train_examples, settings.seed).examples
     valid_examples = read_task_data(task, valid, tok, labels, options).examples if valid is not None else None
     padding = pad_id(tok)
@@ -156,13 +150,17 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
                       energy=EnergyMeter(country or "USA", use_codecarbon=use_codecarbon))
     started = time.perf_counter()
     summary = trainer.fit()
-    return _finish(out, trainer, summary, run, card, time.perf_counter() - started)
+    result = _finish(out, trainer, summary, run, card, time.perf_counter() - started)
+    if task == "classify" and valid_examples:
+        names = [labels.names[int(e["labels"])] for e in valid_examples]
+        result.warning = stuck_at_majority_warning(result.metrics.get("accuracy"), names, settings.lr, parameters)
+    return result
 
 
-def _settings(settings: TrainSettings | dict | None) -> TrainSettings:
-    if isinstance(settings, TrainSettings):
-        return settings.validate()
-    values = {**DEFAULT_SETTINGS, **(settings or {})}
+def _settings(given: dict, parameters: int) -> TrainSettings:
+    """DEFAULT_SETTINGS, then lr / warmup / batch size by the model's size (`size_defaults`), then `given`."""
+    steps = given.get("max_steps", DEFAULT_SETTINGS["max_steps"])
+    values = {**DEFAULT_SETTINGS, **size_defaults(parameters, steps), **given}
     values["warmup_steps"] = min(values["warmup_steps"], values["max_steps"])
     return TrainSettings.from_dict(values)
 

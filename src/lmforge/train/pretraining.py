@@ -24,8 +24,9 @@ def default_objective(family: str, tokenizer: Tokenizer) -> str:
     return "span" if tokenizer.sentinel_ids else "denoise"
 
 
-def build_objective(name: str, family: str, tokenizer: Tokenizer):
-    """The data-layer objective `name` for a model of `family`."""
+def build_objective(name: str, family: str, tokenizer: Tokenizer, options: dict | None = None):
+    """The data-layer objective `name` for a model of `family`; `options` go to its constructor
+    (e.g. {"probability": 0.3} for masked LM)."""
     from ..data import CausalLM, MaskedLM, SpanCorruption, TextInfilling
 
     if name not in OBJECTIVE_FAMILY:
@@ -34,7 +35,7 @@ def build_objective(name: str, family: str, tokenizer: Tokenizer):
         raise ConfigError(f"objective {name} trains a {OBJECTIVE_FAMILY[name]} model, but this model is a {family}; "
                           f"use --objective {', '.join(k for k, v in OBJECTIVE_FAMILY.items() if v == family)}")
     classes = {"clm": CausalLM, "mlm": MaskedLM, "span": SpanCorruption, "denoise": TextInfilling}
-    return classes[name](tokenizer)
+    return classes[name](tokenizer, **(options or {}))
 
 
 def masked_lm_loss(model, batch: dict):
