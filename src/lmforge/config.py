@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .errors import ConfigError
+from .labels import label_names
 
 FAMILIES = ("decoder", "encoder", "encoder-decoder")
 POSITIONS = ("learned", "sinusoidal", "relative", "none")
@@ -35,6 +38,7 @@ class ModelConfig:
     vocab_size: int = 50257
     d_model: int = 768
     n_heads: int = 12
+    n_kv_heads: int | None = None  # key/value heads (default `n_heads`); fewer would be grouped-query attention
     n_layers: int = 12
     n_decoder_layers: int | None = None
     d_ff: int = 3072
@@ -98,6 +102,22 @@ class ModelConfig:
         return self.d_head if self.d_head is not None else self.d_model // self.n_heads
 
     @property
+    def positions_bounded(self) -> bool:
+        """Whether `max_positions` is a hard limit: absolute positions read a table of that many rows
+        (learned, sinusoidal); relative or no positions accept any length."""
+        return self.positions in ("learned", "sinusoidal")
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        """Class id -> name: `id2label`, or LABEL_0, LABEL_1, ... (Hugging Face's default)."""
+        return label_names(self.id2label, self.num_labels)
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads of every attention layer: what the KV cache is sized by."""
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
     def decoder_layers(self) -> int:
         return self.n_decoder_layers if self.n_decoder_layers is not None else self.n_layers
 
@@ -138,6 +158,10 @@ class ModelConfig:
             )
         else:
             need(isinstance(self.d_head, int) and self.d_head > 0, f"d_head must be a positive integer, got {self.d_head!r}")
+        if self.n_kv_heads is not None:
+            need(self.n_kv_heads == self.n_heads,
+                 f"n_kv_heads={self.n_kv_heads} differs from n_heads={self.n_heads}: grouped-query attention "
+                 "is not supported yet; leave n_kv_heads unset")
         if self.n_decoder_layers is not None:
             need(self.is_encoder_decoder, "n_decoder_layers is only meaningful for family='encoder-decoder'")
             need(self.n_decoder_layers > 0, f"n_decoder_layers must be positive, got {self.n_decoder_layers}")
@@ -213,8 +237,6 @@ class ModelConfig:
             raise ConfigError(f"config file {path} does not exist")
         text = path.read_text(encoding="utf-8")
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(text)
             if not isinstance(data, dict):
                 raise ConfigError(f"{path}: YAML config must be a mapping of fields")

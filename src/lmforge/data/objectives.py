@@ -19,13 +19,16 @@ import torch
 
 from ..errors import DataError
 from ..tokenizer import Tokenizer
-from .collate import IGNORE_INDEX, pad, padding_mask
+from .collate import IGNORE_INDEX, attention_mask_for, pad
 
 
 class CausalLM:
     """Next-token prediction on packed fixed-length blocks. Token shards already hold documents back to back,
     each followed by the separator (eos), so a window is a packed block; `pack` does the same for documents
     held in memory."""
+
+    family = "decoder"  # the model family it trains
+    title = "causal language modelling"  # its name in model cards
 
     def __init__(self, tokenizer: Tokenizer | None = None):
         self.tokenizer = tokenizer
@@ -76,12 +79,15 @@ class MaskedLM:
     original id at chosen positions and -100 elsewhere. `whole_word` chooses whole words (all their
     sub-tokens) until the count is reached, never exceeding it."""
 
+    family = "encoder"  # the model family it trains
+    title = "masked language modelling (15%, 80/10/10)"  # its name in model cards
+
     def __init__(self, tokenizer: Tokenizer, probability: float = 0.15, whole_word: bool = False,
                  mask_fraction: float = 0.8, random_fraction: float = 0.1):
         self.tokenizer, self.probability, self.whole_word = tokenizer, probability, whole_word
         self.mask_fraction, self.random_fraction = mask_fraction, random_fraction
         self.mask_id = _required(tokenizer, "mask", "masked LM", "train a wordpiece tokenizer or add --special mask=<mask>")
-        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        self.pad_id = tokenizer.padding_id
         self.special = np.array(sorted(tokenizer.special_ids), dtype=np.int64)
         self.random_pool = np.setdiff1d(np.arange(tokenizer.vocab_size), self.special)  # ids a random replacement may take
         self.word_starts = tokenizer.word_starts() if whole_word else None
@@ -95,7 +101,7 @@ class MaskedLM:
         sequences = [_wrap(np.asarray(w, dtype=np.int64), self.first, self.last) for w in windows]
         ids = pad(sequences, self.pad_id).numpy()  # (B, T)
         inputs, labels = self.mask(ids, rng)
-        return {"input_ids": torch.from_numpy(inputs), "attention_mask": padding_mask(sequences),
+        return {"input_ids": torch.from_numpy(inputs), "attention_mask": attention_mask_for(sequences),
                 "labels": torch.from_numpy(labels)}
 
     def mask(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +146,9 @@ class SpanCorruption:
     the target lists every sentinel followed by the span it stands for, then eos. All examples of one
     length give the same input and target lengths."""
 
+    family = "encoder-decoder"  # the model family it trains
+    title = "T5 span corruption"  # its name in model cards
+
     def __init__(self, tokenizer: Tokenizer, noise_density: float = 0.15, mean_span_length: float = 3.0):
         self.tokenizer, self.noise_density, self.mean_span_length = tokenizer, noise_density, mean_span_length
         self.sentinels = np.array(tokenizer.sentinel_ids, dtype=np.int64)
@@ -147,7 +156,7 @@ class SpanCorruption:
             raise DataError("span corruption needs sentinel tokens <extra_id_0>, ...; train a unigram tokenizer "
                             "(lmforge tokenizer train --kind unigram) or use a T5 tokenizer")
         self.eos_id = _required(tokenizer, "eos", "span corruption", "use a T5-style tokenizer with </s>")
-        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        self.pad_id = tokenizer.padding_id
 
     def span_counts(self, length: int) -> tuple[int, int]:
         """(noise tokens, noise spans) for a sequence of `length` tokens."""
@@ -195,7 +204,7 @@ class SpanCorruption:
         rng = rng if rng is not None else np.random.default_rng()
         pairs = [self.corrupt(w, rng) for w in windows]
         inputs, targets = [p[0] for p in pairs], [p[1] for p in pairs]
-        return {"input_ids": pad(inputs, self.pad_id), "attention_mask": padding_mask(inputs),
+        return {"input_ids": pad(inputs, self.pad_id), "attention_mask": attention_mask_for(inputs),
                 "labels": pad(targets, IGNORE_INDEX)}
 
 
@@ -210,13 +219,16 @@ class TextInfilling:
     token until `mask_ratio` (30%) of the tokens are masked (a zero-length span inserts a mask). With
     `permute_sentences` the sentences of the input are shuffled first. The target is the original text."""
 
+    family = "encoder-decoder"  # the model family it trains
+    title = "BART text infilling"  # its name in model cards
+
     def __init__(self, tokenizer: Tokenizer, mask_ratio: float = 0.3, poisson_lambda: float = 3.0,
                  permute_sentences: bool = False):
         self.tokenizer, self.mask_ratio, self.poisson_lambda = tokenizer, mask_ratio, poisson_lambda
         self.permute_sentences = permute_sentences
         self.mask_id = _required(tokenizer, "mask", "text infilling",
                                  "train the tokenizer with --special mask=<mask> (BART uses <mask>)")
-        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        self.pad_id = tokenizer.padding_id
         self.first, self.last = _wrapping_ids(tokenizer)
         self.sentence_ends = self._sentence_ends(tokenizer)
 
@@ -276,9 +288,9 @@ class TextInfilling:
             source = self.permute(tokens, rng) if self.permute_sentences and len(tokens) > 1 else tokens
             originals.append(_wrap(tokens, self.first, self.last))
             corrupted.append(_wrap(self.infill(source, rng), self.first, self.last))
-        return {"input_ids": pad(corrupted, self.pad_id), "attention_mask": padding_mask(corrupted),
+        return {"input_ids": pad(corrupted, self.pad_id), "attention_mask": attention_mask_for(corrupted),
                 "labels": pad(originals, IGNORE_INDEX)}
 
 
-OBJECTIVES = {"causal-lm": CausalLM, "masked-lm": MaskedLM, "span-corruption": SpanCorruption,
-              "text-infilling": TextInfilling}
+# The one registry of pretraining objectives, by the name `lmforge pretrain --objective` takes.
+OBJECTIVES = {"clm": CausalLM, "mlm": MaskedLM, "span": SpanCorruption, "denoise": TextInfilling}

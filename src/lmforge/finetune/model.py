@@ -10,9 +10,14 @@ from pathlib import Path
 from ..config import ModelConfig
 from ..data import LabelSet
 from ..errors import CheckpointError, ConfigError, DataError
-from ..models.base import FAMILY_TASKS
+from ..checkpoint.folder import load
+from ..models import FAMILY_TASKS
 from ..tokenizer import SPECIALS_FILE, Tokenizer
 from .tasks import task_spec
+from ..checkpoint.hf import load_hf_tokenizer
+from .. import presets
+from ..train.pretraining import fit_config_to_tokenizer
+from ..models.build import build_model
 
 
 @dataclass
@@ -37,8 +42,6 @@ class StartingPoint:
 def load_model(path: str | Path):
     """`lmforge.load` for an lmforge or Hugging Face folder, quietly: a head the checkpoint lacks is
     reported by `build_task_model`, not by a warning."""
-    from ..checkpoint.io import load
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load(path)
@@ -51,7 +54,6 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
         raise DataError(f"tokenizer folder {folder} does not exist; give a folder with tokenizer.json")
     if (folder / SPECIALS_FILE).is_file():
         return Tokenizer.load(folder)
-    from ..checkpoint.hf import load_hf_tokenizer
 
     tokenizer = load_hf_tokenizer(folder)
     if tokenizer is None:
@@ -67,14 +69,6 @@ def require_tokenizer(model, where: str) -> Tokenizer:
                               "copy the tokenizer files of the model it came from into the folder, or pass "
                               "--tokenizer DIR")
     return model.tokenizer
-
-
-def pad_id(tokenizer: Tokenizer) -> int:
-    """The id padding uses: pad, else EOS (GPT-2 has no pad token); padded positions are masked anyway."""
-    for candidate in (tokenizer.pad_id, tokenizer.eos_id, tokenizer.sep_id):
-        if candidate is not None:
-            return candidate
-    return 0
 
 
 @dataclass
@@ -105,8 +99,6 @@ def resolve_source(checkpoint: str | Path | object | None = None, preset: str | 
         where = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "the given model"
         model = load_model(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
         return Source(model, model.config, tok or require_tokenizer(model, where), where)
-    from .. import presets
-    from ..train.pretraining import fit_config_to_tokenizer
 
     if tok is None:
         raise ConfigError(f"--preset {preset} --from-scratch needs a tokenizer: pass --tokenizer DIR (for a fair "
@@ -121,7 +113,6 @@ def build_task_model(task: str, source: Source, labels: LabelSet | None = None,
     `from_scratch`, every checkpoint tensor the new model shares (name and shape) is copied; a head that
     cannot be reused (another task, other labels) is newly initialised. `labels` (classify, tag) become
     the head's size and the config's `id2label`."""
-    from ..models.build import build_model
 
     spec, config, where = task_spec(task), source.config, source.where
     if spec.head not in FAMILY_TASKS[config.family]:
@@ -131,7 +122,7 @@ def build_task_model(task: str, source: Source, labels: LabelSet | None = None,
         raise DataError(f"the tokenizer has {source.tokenizer.vocab_size:,} tokens but {where} has vocab_size "
                         f"{config.vocab_size:,}; use the tokenizer the model was trained with")
     model = build_model(_task_config(config, spec.head, labels), spec.head)
-    model.tokenizer = source.tokenizer
+    model.attach_tokenizer(source.tokenizer)
     if from_scratch or source.model is None:
         return StartingPoint(model, f"{where} (random weights)", initialised=sorted(model.state_dict()))
     return _copy_weights(source.model, model, where)

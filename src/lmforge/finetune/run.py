@@ -13,8 +13,6 @@ and finetune.json (the run: task, starting point, data, settings, metrics, time,
 from __future__ import annotations
 
 import json
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,10 +20,13 @@ from typing import Sequence
 from ..errors import ConfigError
 from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSettings, seed_everything
 from ..train.callbacks import TimeBudget
-from ..train.folders import check_run_folder
+from ..checkpoint.atomic import write_text
+from ..train.result import RunCard, TrainResult, training_card
+from ..train.run_folder import RunFolder
+from .scoring import batch_metrics
 from .batching import LengthGroupedBatches, sorted_batches
 from .defaults import size_defaults, stuck_at_majority_warning
-from .model import build_task_model, load_model, pad_id, resolve_source
+from .model import build_task_model, load_model, resolve_source
 from .tasks import DataOptions, read_task_data, subset, task_spec
 
 MODEL_DIR = "model"
@@ -100,23 +101,24 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     budget for a pretrained and a from-scratch arm). `best_metric` overrides the task's (accuracy, f1, bleu,
     eval_loss). Returns a `FinetuneResult`; `out` must be new or empty unless `overwrite`."""
     spec = task_spec(task)
-    out = _prepare_folder(Path(out), overwrite)
+    folder = RunFolder(out, "finetune")
+    folder.open(overwrite=overwrite)
+    out = folder.path
     options = data_options or DataOptions()
     given = settings.to_dict() if isinstance(settings, TrainSettings) else dict(settings or {})
-    seed = given.get("seed", DEFAULT_SETTINGS.get("seed", 0))
     metric = best_metric or spec.metric
     source = resolve_source(checkpoint, preset, from_scratch, tokenizer)
     tok = source.tokenizer
     train_data = read_task_data(task, train, tok, None, options)
     labels = train_data.labels  # classify, tag: from the training file; None for seq2seq and clm
-    seed_everything(seed)  # the new head (or the whole from-scratch model) depends on the seed only
+    seed_everything(given.get("seed", 0))  # the new head (or the whole from-scratch model) depends on the seed only
     start = build_task_model(task, source, labels, from_scratch)
     model = start.model
     parameters = sum(p.numel() for p in model.parameters())
     settings = settings.validate() if isinstance(settings, TrainSettings) else _settings(given, parameters)
     train_examples = subset(train_data, max_train_examples, settings.seed).examples
     valid_examples = read_task_data(task, valid, tok, labels, options).examples if valid is not None else None
-    padding = pad_id(tok)
+    padding = tok.padding_id
 
     def train_batches(micro: int, rank: int, world: int):
         return LengthGroupedBatches(train_examples, micro, padding, seed=settings.seed, rank=rank, world_size=world)
@@ -125,8 +127,6 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
         return sorted_batches(valid_examples, max(settings.batch_size, 32), padding)
 
     def eval_fn(forward_model, batches, trainer):
-        from ..eval.evaluate import batch_metrics
-
         scores = batch_metrics(trainer.model, task, batches, max_new_tokens=max_new_tokens)
         return {k: v for k, v in scores.items() if isinstance(v, (int, float))}
 
@@ -141,20 +141,21 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
            "train_examples": len(train_examples), "valid_examples": len(valid_examples or []),
            "labels": labels.names if labels is not None else None, "settings": settings.to_dict(),
            "patience": patience, "time_budget_s": time_budget_s}
-    card = {"training_type": "fine-tuning", "objective": f"{task} ({spec.head})",
-            "data": f"{', '.join(run['train'])} ({len(train_examples):,} examples)",
-            "description": f"Fine-tuned by `lmforge finetune` for {task} from {run['checkpoint'] or preset}"
-                           f"{' (random weights)' if from_scratch else ''}."}
+    card = RunCard(training_type="fine-tuning", objective=f"{task} ({spec.head})",
+                   data=f"{', '.join(run['train'])} ({len(train_examples):,} examples)",
+                   description=f"Fine-tuned by `lmforge finetune` for {task} from {run['checkpoint'] or preset}"
+                               f"{' (random weights)' if from_scratch else ''}.")
     trainer = Trainer(model, settings, train_batches, eval_batches if valid_examples else None, out_dir=out,
                       eval_fn=eval_fn, callbacks=callbacks, card=card, progress=progress,
-                      energy=EnergyMeter(country or "USA", use_codecarbon=use_codecarbon))
-    started = time.perf_counter()
-    summary = trainer.fit()
-    result = _finish(out, trainer, summary, run, card, time.perf_counter() - started)
+                      energy=EnergyMeter(country, use_codecarbon=use_codecarbon))
+    folder.start()
+    with folder.refusals_leave_nothing(new=True):
+        result = trainer.fit()
+    finished = _finish(out, trainer, result, run, card)
     if task == "classify" and valid_examples:
         names = [labels.names[int(e["labels"])] for e in valid_examples]
-        result.warning = stuck_at_majority_warning(result.metrics.get("accuracy"), names, settings.lr, parameters)
-    return result
+        finished.warning = stuck_at_majority_warning(finished.metrics.get("accuracy"), names, settings.lr, parameters)
+    return finished
 
 
 def _settings(given: dict, parameters: int) -> TrainSettings:
@@ -165,47 +166,22 @@ def _settings(given: dict, parameters: int) -> TrainSettings:
     return TrainSettings.from_dict(values)
 
 
-def _prepare_folder(out: Path, overwrite: bool) -> Path:
-    check_run_folder(out, overwrite, marker=RUN_FILE)
-    if out.is_dir() and any(out.iterdir()):
-        shutil.rmtree(out)  # an earlier fine-tuning run, and --overwrite was given
-    return out
-
-
-def _finish(out: Path, trainer: Trainer, summary: dict, run: dict, card: dict, wall: float) -> FinetuneResult:
+def _finish(out: Path, trainer: Trainer, result: TrainResult, run: dict, card: RunCard) -> FinetuneResult:
     """Save the best checkpoint (else the last) as out/model with a fine-tuning card, and write finetune.json."""
-    from ..checkpoint.atomic import write_text
-
     best = next((c for c in trainer.callbacks if isinstance(c, BestCheckpoint)), None)
     chosen = out / "checkpoints" / ("best" if best is not None and best.best is not None else "last")
-    metrics = dict(trainer.last_eval)
-    if best is not None and best.best_step is not None:
-        metrics = next((r for r in _records(out) if r.get("step") == best.best_step and best.metric in r), metrics)
-        metrics = {k: v for k, v in metrics.items() if k != "step"}
-    model = load_model(chosen)
-    compute = {"wall time": f"{wall:.1f} s", "energy": f"{summary['energy_kwh']:.6f} kWh ({summary['energy_source']})",
-               "CO2": f"{summary['co2_kg']:.6f} kg CO2eq"}
-    facts = {**card, "steps": summary["steps"], "compute": compute, "metrics": metrics or None,
-             "co2_eq_emissions": {"emissions": summary["co2_kg"] * 1000.0, "source": summary["energy_source"],
-                                  "training_type": "fine-tuning"}}
-    facts.pop("training_type")
-    model.save(out / MODEL_DIR, card=facts)
-    result = FinetuneResult(metrics=metrics, model_path=out / MODEL_DIR, best_step=best.best_step if best else None,
-                            steps=summary["steps"], wall_s=wall, energy_kwh=summary["energy_kwh"],
-                            co2_kg=summary["co2_kg"], energy_source=summary["energy_source"], summary=summary,
-                            starting_point=run["starting_point"])
-    record = {**run, "best_step": result.best_step, "metrics": metrics, "steps": result.steps,
-              "stopped_early": summary.get("stopped_early"), "wall_s": round(wall, 3),
-              "energy_kwh": result.energy_kwh, "co2_kg": result.co2_kg, "energy_source": result.energy_source,
-              "model": str(result.model_path)}
+    metrics = dict(best.best_metrics) if best is not None and best.best_step is not None else dict(trainer.last_eval)
+    load_model(chosen).save(out / MODEL_DIR, card=training_card(card, result, metrics))
+    summary = result.summary()
+    finished = FinetuneResult(metrics=metrics, model_path=out / MODEL_DIR, best_step=best.best_step if best else None,
+                              steps=result.steps, wall_s=result.wall_s, energy_kwh=result.energy_kwh,
+                              co2_kg=result.co2_kg, energy_source=result.energy_source, summary=summary,
+                              starting_point=run["starting_point"])
+    record = {**run, "best_step": finished.best_step, "metrics": metrics, "steps": result.steps,
+              "stopped_early": result.stopped_early, "wall_s": summary["wall_s"], "energy_kwh": result.energy_kwh,
+              "co2_kg": result.co2_kg, "energy_source": result.energy_source, "model": str(finished.model_path)}
     write_text(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
-    return result
-
-
-def _records(out: Path) -> list[dict]:
-    path = out / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if path.is_file() else []
+    return finished
 
 
 def _name(checkpoint) -> str | None:

@@ -17,6 +17,7 @@ from typing import Iterator
 
 import torch
 
+from ..checkpoint.folder import load
 from ..errors import InputError
 from ..models.heads import sentence_embedding
 from .entities import group_entities, word_predictions
@@ -79,9 +80,7 @@ class FeatureExtraction(Pipeline):
             hidden = self.model.encode(batch.input_ids, batch.attention_mask)  # (B, T, d)
             return sentence_embedding(hidden, batch.attention_mask)
         out = self.model(batch.input_ids, attention_mask=batch.attention_mask)
-        if self.model.task == "embedding":
-            return out.logits  # (B, d), already pooled and normalised
-        return sentence_embedding(out.hidden_states, batch.attention_mask)  # (B, d)
+        return sentence_embedding(out.hidden_states, batch.attention_mask)  # (B, d), what the embedding head gives
 
     def _batch(self, texts: list[str]) -> list[list[float]]:
         return self._vectors(texts).float().tolist()
@@ -194,7 +193,7 @@ class TextGeneration(_Generating):
     heads = ("causal-lm",)
 
     def _prompt_limit(self, options: GenerationOptions) -> int:
-        if self.model.config.positions not in ("learned", "sinusoidal"):
+        if not self.model.config.positions_bounded:
             return self.max_length
         limit = self.max_length - options.max_new_tokens
         if limit < 1:
@@ -269,8 +268,6 @@ def pipeline(task: str, model, truncation: bool = True, batch_size: int = 8, dev
     if task not in PIPELINES:
         raise InputError(f"unknown pipeline task {task!r}; choose one of: {', '.join(PIPELINES)}")
     if isinstance(model, (str, Path)):
-        from ..checkpoint.io import load
-
         model = load(model, device=device)
     cls = PIPELINES[task]
     if model.task not in cls.heads:
@@ -283,4 +280,4 @@ def pipeline(task: str, model, truncation: bool = True, batch_size: int = 8, dev
 
 
 def _labels(config) -> dict[int, str]:
-    return config.id2label or {i: f"LABEL_{i}" for i in range(config.num_labels)}
+    return config.label_names

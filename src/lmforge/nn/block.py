@@ -23,7 +23,7 @@ class Block(nn.Module):
 
         def attention(is_cross: bool) -> Attention:
             return Attention(c.d_model, c.n_heads, c.head_dim, c.bias, c.attention_dropout,
-                             c.scale_attention, cross=is_cross)
+                             c.scale_attention, cross=is_cross, n_kv_heads=c.kv_heads)
 
         self.pre_norm = c.norm_placement == "pre"
         self.self_attn = attention(False)
@@ -44,10 +44,13 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        """x: (B, T, d_model) -> (B, T, d_model). context: encoder output (B, S, d_model)."""
+                cache: KVCache | None = None, layer: int = 0,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d_model) -> (B, T, d_model). context: encoder output (B, S, d_model).
+        position_ids: (B|1, T) positions of the new tokens, for position-aware attention (rotary)."""
         x = self._residual(x, self.attn_norm,
-                           lambda h: self.self_attn(h, mask, is_causal, cache=cache, layer=layer))
+                           lambda h: self.self_attn(h, mask, is_causal, cache=cache, layer=layer,
+                                                    position_ids=position_ids))
         if self.cross_attn is not None:
             x = self._residual(x, self.cross_norm,
                                lambda h: self.cross_attn(h, context_mask, context=context, cache=cache, layer=layer))

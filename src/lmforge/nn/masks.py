@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 
-def padding_mask(key_mask: torch.Tensor | None) -> torch.Tensor | None:
+def key_padding_mask(key_mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B, S) 1/0 key mask -> (B, 1, 1, S) bool, or None when there is nothing to mask."""
     if key_mask is None:
         return None
@@ -22,7 +22,7 @@ def self_attention_mask(query_len: int, key_mask: torch.Tensor | None, causal: b
     """
     key_len = past_len + query_len
     if not causal:
-        return _never_empty(padding_mask(key_mask)), False
+        return _never_empty(key_padding_mask(key_mask)), False
     if key_mask is None:
         if past_len == 0:
             return None, True
@@ -32,7 +32,7 @@ def self_attention_mask(query_len: int, key_mask: torch.Tensor | None, causal: b
     key_pos = torch.arange(key_len, device=device)[None, :]  # (1, S)
     mask = (key_pos <= query_pos)[None, None]  # (1, 1, T, S)
     if key_mask is not None:
-        mask = mask & padding_mask(key_mask)  # (B, 1, T, S)
+        mask = mask & key_padding_mask(key_mask)  # (B, 1, T, S)
     return _never_empty(mask), False
 
 

@@ -11,9 +11,9 @@ from ..config import ModelConfig
 from ..errors import InputError
 from .block import Block
 from .cache import KVCache
-from .masks import padding_mask, self_attention_mask, with_bias
+from .masks import key_padding_mask, self_attention_mask, with_bias
 from .norms import make_norm
-from .positions import LearnedPositions, RelativePositionBias, SinusoidalPositions, position_ids_from_mask
+from .positions import LearnedPositions, RelativePositionBias, SinusoidalPositions, new_position_ids
 
 
 class Stack(nn.Module):
@@ -59,11 +59,8 @@ class Stack(nn.Module):
             raise InputError(f"attention_mask has shape {tuple(key_mask.shape)} but ({batch}, {past + length}) "
                              "was expected (batch, cached + new tokens)")
         x = embeds * self.embed_scale if self.embed_scale != 1.0 else embeds
+        position_ids = new_position_ids(key_mask, past, length, embeds.device)  # (B|1, T)
         if self.positions is not None:
-            if key_mask is not None:
-                position_ids = position_ids_from_mask(key_mask)[:, past:]  # (B, T)
-            else:
-                position_ids = torch.arange(past, past + length, device=embeds.device)[None]  # (1, T)
             x = x + self.positions(position_ids)
         if self.token_types is not None:
             if token_type_ids is None:
@@ -80,10 +77,10 @@ class Stack(nn.Module):
                                                       True, past, embeds.device)
             bias = self.relative_bias(length, past + length, past).to(x.dtype)  # (1, H, T, S)
             mask = with_bias(mask, bias)
-        cross_mask = padding_mask(context_mask)
+        cross_mask = key_padding_mask(context_mask)
 
         for index, block in enumerate(self.blocks):
-            x = block(x, mask, is_causal, context, cross_mask, cache, index)
+            x = block(x, mask, is_causal, context, cross_mask, cache, index, position_ids)
         if cache is not None:
             cache.advance(length)
         if self.final_norm is not None:

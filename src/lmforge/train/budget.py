@@ -63,3 +63,32 @@ def steps_for_budget(seconds: float, step_seconds: float, flag: str = "--time-bu
         raise ConfigError(f"{flag} {seconds:g} is shorter than one training step here ({step_seconds:.2f} s measured); "
                           f"give at least {minimum_budget(step_seconds)} seconds")
     return steps
+
+
+def fit_to_budget(seconds: float, config, settings: TrainSettings, sources, loss_fn, recipe, given: dict,
+                  world_size: int = 1) -> tuple[TrainSettings, float]:
+    """`settings` with max_steps sized so that training ends at `seconds` (the trial steps' own time
+    counted), warm-up from the recipe's share and about ten evaluations and checkpoints; returns them with
+    the seconds left for training (the `TimeBudget` that ends the run if the machine slows down)."""
+    from ..models.build import build_model
+    from .trainer import default_loss
+
+    if not seconds > 0:
+        raise ConfigError(f"--time-budget must be a positive number of seconds, got {seconds:g}")
+    started = time.perf_counter()
+    step_seconds = measure_step_seconds(build_model(config), sources.train(settings.micro_batch_size(world_size)),
+                                        loss_fn or default_loss, settings)
+    spent = time.perf_counter() - started
+    least = math.ceil(spent + minimum_budget(step_seconds))
+    if seconds < least:
+        raise ConfigError(f"--time-budget {seconds:g} is shorter than one training step here ({step_seconds:.2f} s "
+                          f"measured, after {spent:.0f} s of timing); give at least {least} seconds")
+    steps = steps_for_budget(seconds - spent, step_seconds)
+    values = {**settings.to_dict(), "max_steps": steps}
+    if given.get("warmup_steps") is None and recipe.warmup_fraction is not None:
+        values["warmup_steps"] = max(1, round(recipe.warmup_fraction * steps))
+    values["warmup_steps"] = min(values["warmup_steps"], steps)
+    for name, share in (("eval_every", 10), ("save_every", 10), ("log_every", 50)):  # the budget is checked at logs
+        if given.get(name) is None:
+            values[name] = max(1, steps // share)
+    return TrainSettings.from_dict(values), seconds - (time.perf_counter() - started)

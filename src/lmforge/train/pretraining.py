@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..config import ModelConfig
+from ..data import OBJECTIVES, ResumableSampler, pretraining_batches, pretraining_windows
 from ..errors import ConfigError, DataError
 from ..tokenizer import Tokenizer
 
-OBJECTIVE_FAMILY = {"clm": "decoder", "mlm": "encoder", "span": "encoder-decoder", "denoise": "encoder-decoder"}
-OBJECTIVE_NAMES = {"clm": "causal language modelling", "mlm": "masked language modelling (15%, 80/10/10)",
-                   "span": "T5 span corruption", "denoise": "BART text infilling"}
+# views of the one registry, data.OBJECTIVES
+OBJECTIVE_FAMILY = {name: objective.family for name, objective in OBJECTIVES.items()}
+OBJECTIVE_NAMES = {name: objective.title for name, objective in OBJECTIVES.items()}
 
 
 def default_objective(family: str, tokenizer: Tokenizer) -> str:
@@ -27,15 +28,12 @@ def default_objective(family: str, tokenizer: Tokenizer) -> str:
 def build_objective(name: str, family: str, tokenizer: Tokenizer, options: dict | None = None):
     """The data-layer objective `name` for a model of `family`; `options` go to its constructor
     (e.g. {"probability": 0.3} for masked LM)."""
-    from ..data import CausalLM, MaskedLM, SpanCorruption, TextInfilling
-
     if name not in OBJECTIVE_FAMILY:
         raise ConfigError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVE_FAMILY)}")
     if OBJECTIVE_FAMILY[name] != family:
         raise ConfigError(f"objective {name} trains a {OBJECTIVE_FAMILY[name]} model, but this model is a {family}; "
                           f"use --objective {', '.join(k for k, v in OBJECTIVE_FAMILY.items() if v == family)}")
-    classes = {"clm": CausalLM, "mlm": MaskedLM, "span": SpanCorruption, "denoise": TextInfilling}
-    return classes[name](tokenizer, **(options or {}))
+    return OBJECTIVES[name](tokenizer, **(options or {}))
 
 
 def masked_lm_loss(model, batch: dict):
@@ -72,8 +70,6 @@ class ShardBatches:
 
     def __init__(self, shards, objective, micro_batch: int, seq_len: int, rank: int = 0, world_size: int = 1,
                  seed: int = 0, split: str = "train", shuffle: bool = True):
-        from ..data import ResumableSampler, pretraining_windows
-
         self.shards, self.objective, self.seq_len, self.split = shards, objective, seq_len, split
         count = len(pretraining_windows(shards, objective.window_length(seq_len), split))
         if split != "train":  # evaluation may use a smaller last batch size rather than fail on a small split
@@ -85,8 +81,6 @@ class ShardBatches:
             raise DataError(f"the {split} split of {shards.path} is too small: {error}") from None
 
     def __iter__(self) -> Iterator[dict]:
-        from ..data import pretraining_batches
-
         return pretraining_batches(self.shards, self.objective, self.sampler.batch_size, self.seq_len,
                                    self.sampler, split=self.split)
 
@@ -95,3 +89,22 @@ class ShardBatches:
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
+
+
+class ShardSources:
+    """The Trainer's batch factories for one objective over prepared shards: `train(micro, rank, world)`
+    and `valid(batch_size)` (a fresh, unshuffled pass over the validation split)."""
+
+    def __init__(self, shards, objective, seq_len: int, seed: int = 0):
+        self.shards, self.objective, self.seq_len, self.seed = shards, objective, seq_len, seed
+
+    def train(self, micro_batch: int, rank: int = 0, world_size: int = 1) -> ShardBatches:
+        return ShardBatches(self.shards, self.objective, micro_batch, self.seq_len, rank, world_size, seed=self.seed)
+
+    def valid(self, batch_size: int) -> ShardBatches:
+        return ShardBatches(self.shards, self.objective, batch_size, self.seq_len, split="valid", shuffle=False)
+
+    @property
+    def has_valid(self) -> bool:
+        """Whether the validation split holds at least one sequence."""
+        return len(self.shards.valid) >= self.objective.window_length(self.seq_len)

@@ -17,7 +17,7 @@ from .spec import ConfigReader, HFFormat
 from .tokenizer import save_hf_tokenizer
 
 ALWAYS_IGNORED = {"name", "extra", "mask_token_id"}  # the mask token lives in the tokenizer, not config.json
-DERIVED = {"d_head": "head_dim", "n_decoder_layers": "decoder_layers"}
+DERIVED = {"d_head": "head_dim", "n_decoder_layers": "decoder_layers", "n_kv_heads": "kv_heads"}
 TASK_FIELDS = {
     "classifier_pool": ("sequence-classification",), "classifier_hidden_act": ("sequence-classification",),
     "classifier_bias": ("sequence-classification",),
@@ -64,8 +64,8 @@ def match_format(model, model_type: str | None):
 def effective(config, name: str):
     """A field's value as the model uses it (d_head None means d_model // n_heads, no id2label means
     LABEL_0, LABEL_1, ...)."""
-    if name == "id2label" and config.id2label is None:
-        return {i: f"LABEL_{i}" for i in range(config.num_labels)}
+    if name == "id2label":
+        return config.label_names
     return getattr(config, DERIVED.get(name, name))
 
 
@@ -79,7 +79,7 @@ def convert(fmt: HFFormat, model) -> tuple[dict, dict]:
     architecture = fmt.architecture_for(model.task)
     state = to_hf(fmt, model, architecture)
     hf_config = {"model_type": fmt.model_type, "architectures": [architecture], **fmt.from_config(model.config)}
-    if model.task not in ("sequence-classification", "token-classification"):
+    if not model.head.named_classes:
         hf_config.pop("id2label", None), hf_config.pop("label2id", None)
     back = fmt.to_config(ConfigReader(hf_config, f"{fmt.model_type} config"), set(strip_prefix(fmt, state)), model.task)
     differences = [f"{f.name}={getattr(model.config, f.name)!r} (the format gives {getattr(back, f.name)!r})"
