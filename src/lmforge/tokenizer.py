@@ -19,6 +19,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from .errors import DataError
+from .vocab_training import canonical_unigram, count_words, wordpiece_vocab
 from .readers import iter_texts
 
 SPECIAL_ROLES = ("pad", "unk", "bos", "eos", "mask", "cls", "sep")
@@ -228,8 +229,6 @@ def _wordpiece_backend(untrained: Backend, texts, vocab_size: int, special_token
                        min_frequency: int) -> Backend:
     """A WordPiece backend whose vocabulary `vocab_training.wordpiece_vocab` built from `texts`, with the
     untrained backend's normalizer and pre-tokenizer."""
-    from .vocab_training import count_words, wordpiece_vocab
-
     counts = count_words(texts, untrained.normalizer.normalize_str, untrained.pre_tokenizer.pre_tokenize_str)
     vocab = wordpiece_vocab(counts, vocab_size, special_tokens, min_frequency)
     backend = Backend(models.WordPiece(vocab, unk_token=roles.get("unk", "[UNK]"), continuing_subword_prefix="##"))
@@ -240,8 +239,6 @@ def _wordpiece_backend(untrained: Backend, texts, vocab_size: int, special_token
 
 def _canonical_unigram_backend(trained: Backend, specials: int) -> Backend:
     """The trained Unigram backend with its pieces in `vocab_training.canonical_unigram` order."""
-    from .vocab_training import canonical_unigram
-
     data = json.loads(trained.to_str())
     data["model"]["vocab"] = [list(p) for p in canonical_unigram([tuple(p) for p in data["model"]["vocab"]], specials)]
     return Backend.from_str(json.dumps(data, ensure_ascii=False))

@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.build import build_model
 from .optim import build_optimizer
 from .settings import TrainSettings
+from .trainer import default_loss
 
 RESERVE = 0.08  # of the budget, for evaluation, checkpoints and the final save
 TIMED_STEPS = 3
@@ -70,9 +72,6 @@ def fit_to_budget(seconds: float, config, settings: TrainSettings, sources, loss
     """`settings` with max_steps sized so that training ends at `seconds` (the trial steps' own time
     counted), warm-up from the recipe's share and about ten evaluations and checkpoints; returns them with
     the seconds left for training (the `TimeBudget` that ends the run if the machine slows down)."""
-    from ..models.build import build_model
-    from .trainer import default_loss
-
     if not seconds > 0:
         raise ConfigError(f"--time-budget must be a positive number of seconds, got {seconds:g}")
     started = time.perf_counter()
