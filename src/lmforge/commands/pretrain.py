@@ -14,7 +14,7 @@ from ..train.distributed import Distributed
 from ..train.pretrain import PretrainRequest, describe, pretrain
 from ..train.pretraining import OBJECTIVE_FAMILY
 from ..train.recipe import RECIPES
-from .flags import add_energy_flags, add_setting_flags, setting_overrides
+from .flags import add_training_run_flags, setting_overrides
 
 
 def register(subparsers) -> None:
@@ -33,10 +33,7 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the pretraining run already in --out")
     parser.add_argument("--vocab-from-data", action="store_true",
                         help="set the model's vocab_size to the data tokenizer's size")
-    add_energy_flags(parser, measure_by_default=True)
     parser.add_argument("--fsdp", action="store_true", help="shard the model with FSDP under torchrun")
-    parser.add_argument("--device", default=None, help="cpu or cuda:N (default: this rank's GPU, else cpu)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--recipe", choices=list(RECIPES),
                         help="small-budget: pre-norm, no biases, no dropout, lr 1e-3 decaying linearly to zero at the "
                              "last step, 30%% masking (default below 50M parameters); standard: as configured")
@@ -45,7 +42,7 @@ def register(subparsers) -> None:
                              "ends at the budget (instead of --max-steps)")
     parser.add_argument("--mask-probability", type=float, metavar="P",
                         help="masked LM: share of tokens chosen (default: the recipe's, 0.3 small-budget, 0.15 standard)")
-    add_setting_flags(parser)
+    add_training_run_flags(parser)
     parser.set_defaults(run=run)
 
 
