@@ -58,12 +58,12 @@ def test_from_scratch_keeps_the_architecture_but_not_the_weights(files, encoder_
 
 def test_classifier_learns_keeps_the_best_checkpoint_and_its_label_map(files, encoder_checkpoint, tmp_path):
     result = finetune("classify", files["train"], files["valid"], checkpoint=encoder_checkpoint, out=tmp_path / "run",
-                      settings=QUICK, progress=False)
+                      settings={**QUICK, "max_steps": 80, "eval_every": 40}, progress=False)
     evaluations = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
                    if "accuracy" in line]
     best = max(evaluations, key=lambda r: r["accuracy"])
     assert result.metrics["accuracy"] == best["accuracy"] >= 0.9  # the words decide the label: learnable
-    assert result.best_step == best["step"] and result.steps == QUICK["max_steps"]
+    assert result.best_step == best["step"] and result.steps == 80
     model = lmforge.load(result.model_path)
     assert model.task == "sequence-classification" and model.config.id2label == {0: "0", 1: "1"}
     classify = lmforge.pipeline("text-classification", model)
@@ -159,3 +159,36 @@ def test_the_same_settings_give_the_same_model_whatever_ran_before(files, encode
         weights.append(lmforge.load(result.model_path).state_dict())
     for first, second in (weights[0:2], weights[2:4]):
         torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_learning_rate_warmup_and_batch_follow_the_model_size(files, encoder_checkpoint, tmp_path):
+    from lmforge.finetune.defaults import size_defaults
+
+    assert size_defaults(110_000_000, 1000) == {"lr": 5e-5, "warmup_steps": 100, "batch_size": 32}  # BERT-base
+    assert size_defaults(22_700_000, 300)["lr"] == 2e-4  # MiniLM
+    result = finetune("classify", files["train"], files["valid"], checkpoint=encoder_checkpoint, out=tmp_path / "run",
+                      settings={"max_steps": 80, "eval_every": 40}, progress=False)
+    settings = json.loads((tmp_path / "run" / "finetune.json").read_text())["settings"]
+    assert settings["lr"] == 1e-3 and settings["warmup_steps"] == 8 and settings["batch_size"] == 32
+    assert result.metrics["accuracy"] >= 0.9 and result.warning is None  # the tiny model learns at its default
+
+
+def test_a_run_stuck_at_the_majority_class_says_so_and_names_the_flag(files, encoder_checkpoint, tmp_path, capsys):
+    from lmforge.cli import main
+
+    code = main(["finetune", "--from", str(encoder_checkpoint), "--task", "classify", "--train", str(files["train"]),
+                 "--valid", str(files["valid"]), "--out", str(tmp_path / "run"), "--lr", "1e-9", "--max-steps", "10",
+                 "--eval-every", "5", "--quiet"])
+    assert code == 0
+    assert json.loads((tmp_path / "run" / "finetune.json").read_text())["metrics"]["accuracy"] <= 0.6
+    warning = capsys.readouterr().err
+    assert "never rose above the majority-class level" in warning and "--lr 0.001" in warning
+
+
+def test_majority_warning_text():
+    from lmforge.finetune.defaults import stuck_at_majority_warning
+
+    labels = ["a"] * 8 + ["b"] * 2
+    warning = stuck_at_majority_warning(0.8, labels, 5e-5, 2_000_000)
+    assert "majority-class level 0.800" in warning and "--lr 0.001" in warning and "--max-steps" in warning
+    assert stuck_at_majority_warning(0.95, labels, 5e-5, 2_000_000) is None

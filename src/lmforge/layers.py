@@ -9,7 +9,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("errors", "config", "presets", "labels", "readers", "seeding", "layers", "files")),
     ("nn", ("nn",)),
     ("models", ("models",)),
-    ("tokenizer", ("tokenizer",)),
+    ("tokenizer", ("tokenizer", "vocab_training")),
     ("checkpoint", ("checkpoint",)),
     ("data", ("data",)),
     ("infer", ("infer",)),

@@ -21,6 +21,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 from .errors import DataError
 from .files import naming, read_mapping
 from .readers import iter_texts, split_text
+from .vocab_training import canonical_unigram, count_words, wordpiece_vocab
 
 SPECIAL_ROLES = ("pad", "unk", "bos", "eos", "mask", "cls", "sep")
 SPECIALS_FILE = "lmforge_tokenizer.json"
@@ -215,21 +216,45 @@ def train_tokenizer(kind: str, vocab_size: int, inputs: Iterable[str | Path] | I
     backend, trainer = _untrained(kind, vocab_size - sentinel_count, special_tokens, roles, min_frequency,
                                   lowercase, show_progress)
     texts = _CountingTexts(_texts(inputs, text_options or {}))
-    try:
-        backend.train_from_iterator(texts, trainer=trainer)
-    except Exception as error:  # the tokenizers library raises plain Exceptions for untrainable input
-        if texts.error is not None:
-            raise texts.error from None
-        if texts.count == 0:
-            raise DataError("the inputs hold no text to train a tokenizer on; check the files are not empty") from None
-        raise DataError(f"could not train a {kind} tokenizer with {vocab_size} tokens ({error}); "
-                        "try a smaller --vocab-size or more text") from None
+    if kind == "wordpiece":  # built here: the library's WordPiece trainer is not reproducible
+        backend = _wordpiece_backend(backend, texts, vocab_size - sentinel_count, special_tokens, roles, min_frequency)
+    else:
+        try:
+            backend.train_from_iterator(texts, trainer=trainer)
+        except Exception as error:  # the tokenizers library raises plain Exceptions for untrainable input
+            if texts.error is not None:
+                raise texts.error from None
+            if texts.count == 0:
+                raise DataError("the inputs hold no text to train a tokenizer on; check the files are not empty") from None
+            raise DataError(f"could not train a {kind} tokenizer with {vocab_size} tokens ({error}); "
+                            "try a smaller --vocab-size or more text") from None
     if texts.count == 0:
         raise DataError("the inputs hold no text to train a tokenizer on; check the files are not empty")
+    if kind == "unigram":
+        backend = _canonical_unigram_backend(backend, len(special_tokens))
     _add_pipeline(kind, backend, roles, lowercase)
     # Added in reverse so that <extra_id_0> gets the highest id, as in T5.
     backend.add_special_tokens([f"<extra_id_{i}>" for i in reversed(range(sentinel_count))])
     return Tokenizer(backend, roles)
+
+
+def _wordpiece_backend(untrained: Backend, texts, vocab_size: int, special_tokens: list[str], roles: dict,
+                       min_frequency: int) -> Backend:
+    """A WordPiece backend whose vocabulary `vocab_training.wordpiece_vocab` built from `texts`, with the
+    untrained backend's normalizer and pre-tokenizer."""
+    counts = count_words(texts, untrained.normalizer.normalize_str, untrained.pre_tokenizer.pre_tokenize_str)
+    vocab = wordpiece_vocab(counts, vocab_size, special_tokens, min_frequency)
+    backend = Backend(models.WordPiece(vocab, unk_token=roles.get("unk", "[UNK]"), continuing_subword_prefix="##"))
+    backend.normalizer, backend.pre_tokenizer = untrained.normalizer, untrained.pre_tokenizer
+    backend.add_special_tokens(special_tokens)
+    return backend
+
+
+def _canonical_unigram_backend(trained: Backend, specials: int) -> Backend:
+    """The trained Unigram backend with its pieces in `vocab_training.canonical_unigram` order."""
+    data = json.loads(trained.to_str())
+    data["model"]["vocab"] = [list(p) for p in canonical_unigram([tuple(p) for p in data["model"]["vocab"]], specials)]
+    return Backend.from_str(json.dumps(data, ensure_ascii=False))
 
 
 class _CountingTexts:

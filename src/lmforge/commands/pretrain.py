@@ -13,6 +13,7 @@ from __future__ import annotations
 from ..train.distributed import Distributed
 from ..train.pretrain import PretrainRequest, describe, pretrain
 from ..train.pretraining import OBJECTIVE_FAMILY
+from ..train.recipe import RECIPES
 from .flags import add_training_run_flags, setting_overrides
 
 
@@ -33,6 +34,14 @@ def register(subparsers) -> None:
     parser.add_argument("--vocab-from-data", action="store_true",
                         help="set the model's vocab_size to the data tokenizer's size")
     parser.add_argument("--fsdp", action="store_true", help="shard the model with FSDP under torchrun")
+    parser.add_argument("--recipe", choices=list(RECIPES),
+                        help="small-budget: pre-norm, no biases, no dropout, lr 1e-3 decaying linearly to zero at the "
+                             "last step, 30%% masking (default below 50M parameters); standard: as configured")
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS",
+                        help="train for about this long: steps are sized from timed trial steps and the schedule "
+                             "ends at the budget (instead of --max-steps)")
+    parser.add_argument("--mask-probability", type=float, metavar="P",
+                        help="masked LM: share of tokens chosen (default: the recipe's, 0.3 small-budget, 0.15 standard)")
     add_training_run_flags(parser)
     parser.set_defaults(run=run)
 
@@ -40,7 +49,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     request = PretrainRequest(preset=args.preset, config=args.config, data=args.data, objective=args.objective,
                               run_config=args.run_config, settings=setting_overrides(args),
-                              vocab_from_data=args.vocab_from_data, fsdp=args.fsdp, country=args.country)
+                              vocab_from_data=args.vocab_from_data, fsdp=args.fsdp, country=args.country,
+                              recipe=args.recipe, time_budget=args.time_budget, mask_probability=args.mask_probability)
     dist = Distributed.from_env(args.device)
     try:
         summary = pretrain(args.out, request, resume=args.resume, overwrite=args.overwrite, dist=dist,

@@ -25,23 +25,23 @@ from typing import Any
 
 import torch
 
+from .. import presets
 from ..checkpoint.atomic import write_text
 from ..checkpoint.output import claim_folder, folder_kind, mark_folder
-from ..errors import ConfigError
-from ..seeding import seed_everything
-from ..train.metrics_log import MetricsLog
-from .report import plot_curves, terminal_table, write_html
-from .stdlib_corpus import build_task
 from ..data import TokenShards, prepare_corpus
-from ..finetune import DataOptions, finetune
+from ..errors import ConfigError
 from ..eval.evaluate import evaluate
-from ..tokenizer import train_tokenizer
-from .. import presets
+from ..finetune import DataOptions, finetune
 from ..models import build_model
-from ..train import EnergyMeter, TrainSettings, seed_everything
+from ..seeding import seed_everything
+from ..tokenizer import train_tokenizer
+from ..train import EnergyMeter, TrainSettings
+from ..train.metrics_log import MetricsLog
 from ..train.pretrain import shard_trainer
 from ..train.result import RunCard
 from ..train.pretraining import ShardSources, build_objective, fit_config_to_tokenizer, masked_lm_loss
+from .report import plot_curves, terminal_table, write_html
+from .stdlib_corpus import build_task
 
 
 

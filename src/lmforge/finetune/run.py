@@ -22,19 +22,22 @@ from ..checkpoint.adapter import save_adapter
 from ..errors import ConfigError
 from ..models.lora import LoraSettings, add_lora, trainable_parameters
 from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSettings, seed_everything
+from ..train.callbacks import TimeBudget
 from ..checkpoint.atomic import write_text
 from ..train.result import RunCard, TrainResult, training_card
 from ..train.run_folder import RunFolder
 from .scoring import batch_metrics
 from .batching import LengthGroupedBatches, sorted_batches
+from .defaults import size_defaults, stuck_at_majority_warning
 from .model import build_task_model, load_model, resolve_source
 from .tasks import DataOptions, read_task_data, subset, task_spec
 
 MODEL_DIR = "model"
 ADAPTER_DIR = "adapter"  # LoRA runs: the adapter folder instead of a whole model
 RUN_FILE = "finetune.json"
-# Fine-tuning defaults (BERT's recipe: small learning rate, short warmup, linear decay, light weight decay).
-DEFAULT_SETTINGS = {"max_steps": 500, "batch_size": 32, "lr": 5e-5, "warmup_steps": 50, "schedule": "linear",
+# Fine-tuning defaults (linear decay, light weight decay); lr, warmup_steps and batch_size follow the
+# model's size (defaults.size_defaults) unless given.
+DEFAULT_SETTINGS = {"max_steps": 500, "schedule": "linear",
                     "min_lr_ratio": 0.0, "weight_decay": 0.01, "beta2": 0.999, "eval_every": 100, "eval_batches": 0,
                     "save_every": 0, "log_every": 10}
 
@@ -55,6 +58,7 @@ class FinetuneResult:
     energy_source: str
     summary: dict  # the Trainer's summary
     starting_point: str  # what was copied and what is new
+    warning: str | None = None  # e.g. the validation metric never left the majority-class level
 
 
 class EarlyStopping(Callback):
@@ -85,19 +89,6 @@ class EarlyStopping(Callback):
         self.best, self.waited = state.get("best"), state.get("waited", 0)
 
 
-class TimeBudget(Callback):
-    """Stop once `seconds` of wall time (training and evaluation) have passed; checked at every log record."""
-
-    def __init__(self, seconds: float):
-        if seconds <= 0:
-            raise ConfigError(f"the time budget must be positive, got {seconds} s")
-        self.seconds = seconds
-
-    def on_log(self, trainer, record: dict) -> None:
-        if record["elapsed_s"] >= self.seconds:
-            trainer.request_stop(f"time budget of {self.seconds:.0f} s reached")
-
-
 def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | Path,
              checkpoint=None, preset: str | None = None, from_scratch: bool = False, tokenizer=None,
              settings: TrainSettings | dict | None = None, data_options: DataOptions | None = None,
@@ -123,15 +114,17 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     folder.open(overwrite=overwrite)
     out = folder.path
     options = data_options or DataOptions()
-    settings = _settings(settings)
+    given = settings.to_dict() if isinstance(settings, TrainSettings) else dict(settings or {})
     metric = best_metric or spec.metric
     source = resolve_source(checkpoint, preset, from_scratch, tokenizer)
     tok = source.tokenizer
     train_data = read_task_data(task, train, tok, None, options, source.config)
     labels = train_data.labels  # classify, tag: from the training file; None for seq2seq and clm
-    seed_everything(settings.seed)  # the new head (or the whole from-scratch model) depends on the seed only
+    seed_everything(given.get("seed", 0))  # the new head (or the whole from-scratch model) depends on the seed only
     start = build_task_model(task, source, labels, from_scratch)
     model = start.model
+    parameters = sum(p.numel() for p in model.parameters())  # before adapters: the size the defaults follow
+    settings = settings.validate() if isinstance(settings, TrainSettings) else _settings(given, parameters)
     if lora is not None:
         if from_scratch or source.model is None:
             raise ConfigError("LoRA adapts pretrained weights; start from a checkpoint (--from DIR) without "
@@ -174,13 +167,18 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     folder.start()
     with folder.refusals_leave_nothing(new=True):
         result = trainer.fit()
-    return _finish(out, trainer, result, run, card)
+    finished = _finish(out, trainer, result, run, card)
+    if task == "classify" and valid_examples:
+        names = [labels.names[int(e["labels"])] for e in valid_examples]
+        finished.warning = stuck_at_majority_warning(finished.metrics.get("accuracy"), names, settings.lr, parameters)
+    return finished
 
 
-def _settings(settings: TrainSettings | dict | None) -> TrainSettings:
-    if isinstance(settings, TrainSettings):
-        return settings.validate()
-    return TrainSettings.from_dict(settings or {}, defaults=DEFAULT_SETTINGS)
+def _settings(given: dict, parameters: int) -> TrainSettings:
+    """The user's values over DEFAULT_SETTINGS and the learning rate, warm-up and batch size that follow the
+    model's size (`size_defaults`); `TrainSettings.from_dict` applies the one warm-up rule."""
+    steps = TrainSettings.from_dict(given, defaults=DEFAULT_SETTINGS).max_steps
+    return TrainSettings.from_dict(given, defaults={**DEFAULT_SETTINGS, **size_defaults(parameters, steps)})
 
 
 def _finish(out: Path, trainer: Trainer, result: TrainResult, run: dict, card: RunCard) -> FinetuneResult:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..errors import ConfigError
+
 
 class Callback:
     """Override any hook. State that must survive a resume goes through state_dict/load_state_dict."""
@@ -65,3 +67,16 @@ class BestCheckpoint(Callback):
         if state.get("metric") == self.metric:
             self.best, self.best_step = state.get("best"), state.get("best_step")
             self.best_metrics = state.get("best_metrics", {})
+
+
+class TimeBudget(Callback):
+    """Stop once `seconds` of wall time (training and evaluation) have passed; checked at every log record."""
+
+    def __init__(self, seconds: float):
+        if seconds <= 0:
+            raise ConfigError(f"the time budget must be positive, got {seconds} s")
+        self.seconds = seconds
+
+    def on_log(self, trainer, record: dict) -> None:
+        if record["elapsed_s"] >= self.seconds:
+            trainer.request_stop(f"time budget of {self.seconds:.0f} s reached")

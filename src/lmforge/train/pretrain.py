@@ -19,10 +19,13 @@ from ..data import TokenShards
 from ..errors import ConfigError
 from ..models.build import build_model
 from ..seeding import seed_everything
+from .budget import fit_to_budget
+from .callbacks import TimeBudget
 from .carbon import EnergyMeter, grid_country
 from .distributed import Distributed
 from .pretraining import OBJECTIVE_NAMES, ShardSources, build_objective, default_objective, fit_config_to_tokenizer, \
     objective_loss
+from .recipe import default_recipe, get_recipe, objective_options
 from .result import RunCard, TrainResult
 from .run_folder import RunFolder
 from .settings import TrainSettings, read_run_file
@@ -58,6 +61,9 @@ class PretrainRequest:
     vocab_from_data: bool = False
     fsdp: bool = False
     country: str | None = None
+    recipe: str | None = None  # small-budget | standard (default: by the model's size, train/recipe.py)
+    time_budget: float | None = None  # seconds: max_steps sized by timed trial steps (train/budget.py)
+    mask_probability: float | None = None  # masked LM (default: the recipe's)
 
     def resolve(self, world_size: int = 1) -> dict[str, Any]:
         """The run: architecture fitted to the data's tokenizer, objective, settings."""
@@ -70,12 +76,26 @@ class PretrainRequest:
         tokenizer = shards.tokenizer
         config = fit_config_to_tokenizer(config, tokenizer, self.vocab_from_data)
         objective = self.objective or default_objective(config.family, tokenizer)
-        build_objective(objective, config.family, tokenizer)  # validates the pairing
-        settings = settings_for(config, self.run_config, self.settings)
+        recipe = get_recipe(self.recipe or default_recipe(config))
+        options = objective_options(objective, recipe, self.mask_probability)
+        build_objective(objective, config.family, tokenizer, options)  # validates the pairing
+        config, values = recipe.apply(config, {"max_steps": TrainSettings.max_steps,
+                                               **(read_run_file(self.run_config) if self.run_config else {}),
+                                               **{k: v for k, v in self.settings.items() if v is not None}})
+        settings = settings_for(config, None, values)
         settings.check_world(world_size)
-        return {"model": config.to_dict(), "objective": objective, "data": str(Path(self.data).resolve()),
-                "tokenizer_hash": shards.tokenizer_hash, "train": settings.to_dict(), "fsdp": bool(self.fsdp),
-                "country": grid_country(self.country)}
+        training_budget = None
+        if self.time_budget is not None:
+            if self.settings.get("max_steps") is not None:
+                raise ConfigError("give either --max-steps or --time-budget, not both")
+            sources = ShardSources(shards, build_objective(objective, config.family, tokenizer, options),
+                                   settings.seq_len, settings.seed + 1)
+            settings, training_budget = fit_to_budget(self.time_budget, config, settings, sources,
+                                                      objective_loss(objective), recipe, self.settings, world_size)
+        return {"model": config.to_dict(), "objective": objective, "objective_options": options, "recipe": recipe.name,
+                "time_budget_s": self.time_budget, "training_budget_s": training_budget,
+                "data": str(Path(self.data).resolve()), "tokenizer_hash": shards.tokenizer_hash,
+                "train": settings.to_dict(), "fsdp": bool(self.fsdp), "country": grid_country(self.country)}
 
     def _architecture(self) -> ModelConfig:
         if self.preset is not None:
@@ -94,6 +114,11 @@ class PretrainRequest:
             changed.append(f"--fsdp {self.fsdp} (run has {previous['fsdp']})")
         if self.preset or self.config or self.run_config:
             changed.append("--preset/--config/--run-config (the architecture and settings are in run.json)")
+        asked = {"--recipe": (self.recipe, previous.get("recipe")),
+                 "--time-budget": (self.time_budget, previous.get("time_budget_s")),
+                 "--mask-probability": (self.mask_probability, previous.get("objective_options", {}).get("probability"))}
+        changed += [f"{flag} {mine} (run has {theirs})" for flag, (mine, theirs) in asked.items()
+                    if mine is not None and mine != theirs]
         if changed:
             raise ConfigError(f"--resume continues the run recorded in {spec_file}, but these differ: "
                               f"{'; '.join(changed)}; drop them, or start a new run with --overwrite or another --out")
@@ -143,12 +168,14 @@ def _trainer(run_spec: dict, out: Path, dist: Distributed, use_codecarbon: bool,
     model = build_model(config)
     model.attach_tokenizer(tokenizer)
     name = run_spec["objective"]
-    sources = ShardSources(shards, build_objective(name, config.family, tokenizer), settings.seq_len, settings.seed)
+    sources = ShardSources(shards, build_objective(name, config.family, tokenizer, run_spec.get("objective_options")),
+                           settings.seq_len, settings.seed)
     card = RunCard("pre-training", objective=OBJECTIVE_NAMES[name],
                    data=f"{Path(run_spec['data']).name} ({len(shards.train):,} train tokens)",
                    description=f"A {config.family} Transformer pretrained by `lmforge pretrain` ({OBJECTIVE_NAMES[name]}).")
     return shard_trainer(model, sources, settings, out, card=card, dist=dist, fsdp=run_spec["fsdp"],
                          loss_fn=objective_loss(name), progress=progress,
+                         callbacks=[TimeBudget(run_spec["training_budget_s"])] if run_spec.get("training_budget_s") else [],
                          energy=EnergyMeter(run_spec["country"], use_codecarbon=use_codecarbon))
 
 

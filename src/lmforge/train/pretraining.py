@@ -25,14 +25,15 @@ def default_objective(family: str, tokenizer: Tokenizer) -> str:
     return "span" if tokenizer.sentinel_ids else "denoise"
 
 
-def build_objective(name: str, family: str, tokenizer: Tokenizer):
-    """The data-layer objective `name` for a model of `family`."""
+def build_objective(name: str, family: str, tokenizer: Tokenizer, options: dict | None = None):
+    """The data-layer objective `name` for a model of `family`; `options` go to its constructor
+    (e.g. {"probability": 0.3} for masked LM)."""
     if name not in OBJECTIVE_FAMILY:
         raise ConfigError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVE_FAMILY)}")
     if OBJECTIVE_FAMILY[name] != family:
         raise ConfigError(f"objective {name} trains a {OBJECTIVE_FAMILY[name]} model, but this model is a {family}; "
                           f"use --objective {', '.join(k for k, v in OBJECTIVE_FAMILY.items() if v == family)}")
-    return OBJECTIVES[name](tokenizer)
+    return OBJECTIVES[name](tokenizer, **(options or {}))
 
 
 def masked_lm_loss(model, batch: dict):

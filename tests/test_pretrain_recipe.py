@@ -1,0 +1,84 @@
+"""`lmforge pretrain`'s small-budget recipe (default for small models), --time-budget, and their bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmforge.cli import main
+from lmforge.data import prepare_corpus
+from lmforge.tokenizer import train_tokenizer
+from lmforge.train.budget import minimum_budget, steps_for_budget
+from lmforge.errors import ConfigError
+from lmforge.train.optim import learning_rate
+from lmforge.train.settings import TrainSettings
+from test_train_resume import write_corpus
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("recipe")
+    write_corpus(folder / "corpus.txt", documents=150)
+    tokenizer = train_tokenizer("wordpiece", 300, [folder / "corpus.txt"])
+    prepare_corpus([folder / "corpus.txt"], tokenizer, folder / "shards", blank_line_docs=True, progress=False)
+    return folder / "shards"
+
+
+def pretrain(shards, out, *extra) -> int:
+    return main(["pretrain", "--preset", "tiny-bert", "--vocab-from-data", "--data", str(shards), "--out", str(out),
+                 "--batch-size", "4", "--seq-len", "32", "--eval-batches", "1", "--quiet", "--no-codecarbon", *extra])
+
+
+def test_tiny_presets_get_the_small_budget_recipe_and_standard_keeps_bert(shards, tmp_path):
+    assert pretrain(shards, tmp_path / "small", "--max-steps", "8") == 0
+    run = json.loads((tmp_path / "small" / "run.json").read_text())
+    assert run["recipe"] == "small-budget" and run["objective_options"] == {"probability": 0.3}
+    model = run["model"]
+    assert (model["norm_placement"], model["bias"], model["dropout"], model["final_norm"]) == ("pre", False, 0.0, True)
+    train = run["train"]
+    assert (train["lr"], train["schedule"], train["min_lr_ratio"]) == (1e-3, "linear", 0.0)
+    settings = TrainSettings.from_dict(train)
+    assert learning_rate(settings.max_steps, settings) == 0.0  # zero exactly at the end of the budget
+
+    assert pretrain(shards, tmp_path / "standard", "--max-steps", "2", "--warmup-steps", "1",
+                    "--recipe", "standard") == 0
+    run = json.loads((tmp_path / "standard" / "run.json").read_text())
+    assert run["model"]["norm_placement"] == "post" and run["objective_options"] == {"probability": 0.15}
+
+
+def test_time_budget_sizes_the_run_and_resumes_exactly(shards, tmp_path):
+    out = tmp_path / "budget"
+    assert pretrain(shards, out, "--time-budget", "90") == 0
+    run = json.loads((out / "run.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    steps = run["train"]["max_steps"]
+    assert run["time_budget_s"] == 90 and steps >= 1 and summary["steps"] <= steps
+    assert summary["steps"] == steps or "time budget" in (summary.get("stopped_early") or "")  # the schedule's end, or the budget
+    # resuming a finished budget run changes nothing; a different budget with --resume is refused
+    assert pretrain(shards, out, "--resume", "--time-budget", "120") == 2
+
+
+@pytest.mark.parametrize("budget, message", [("0", "must be a positive number of seconds"),
+                                             ("-5", "must be a positive number of seconds"),
+                                             ("0.001", "shorter than one training step")])
+def test_bad_budgets_are_one_line_errors_naming_the_minimum(shards, tmp_path, capsys, budget, message):
+    assert pretrain(shards, tmp_path / "bad", "--time-budget", budget) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
+    if "shorter" in message:
+        assert "give at least" in error
+    assert not (tmp_path / "bad").exists()
+
+
+def test_budget_arithmetic():
+    assert steps_for_budget(100, 1.0) == 92
+    with pytest.raises(ConfigError, match=f"at least {minimum_budget(3.0)} seconds"):
+        steps_for_budget(2, 3.0)
+
+
+def test_budget_and_max_steps_together_and_bad_mask_probability(shards, tmp_path, capsys):
+    assert pretrain(shards, tmp_path / "a", "--time-budget", "10", "--max-steps", "3") == 2
+    assert "either --max-steps or --time-budget" in capsys.readouterr().err
+    assert pretrain(shards, tmp_path / "b", "--max-steps", "3", "--mask-probability", "1.5") == 2
+    assert "between 0 and 1" in capsys.readouterr().err
