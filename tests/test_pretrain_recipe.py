@@ -1,4 +1,4 @@
-"""`lmforge pretrain`'s small-budget recipe (default for small models), --time-budget, and their bad input."""
+"""`lmforge pretrain`'s small-budget recipe (opt-in), --time-budget, and their bad input."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def pretrain(shards, out, *extra) -> int:
                  "--batch-size", "4", "--seq-len", "32", "--eval-batches", "1", "--quiet", "--no-codecarbon", *extra])
 
 
-def test_tiny_presets_get_the_small_budget_recipe_and_standard_keeps_bert(shards, tmp_path):
-    assert pretrain(shards, tmp_path / "small", "--max-steps", "8") == 0
+def test_the_small_budget_recipe_reshapes_the_run_and_standard_keeps_bert(shards, tmp_path):
+    assert pretrain(shards, tmp_path / "small", "--max-steps", "8", "--recipe", "small-budget") == 0
     run = json.loads((tmp_path / "small" / "run.json").read_text())
     assert run["recipe"] == "small-budget" and run["objective_options"] == {"probability": 0.3}
     model = run["model"]

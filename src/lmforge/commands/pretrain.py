@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     parser.add_argument("--fsdp", action="store_true", help="shard the model with FSDP under torchrun")
     parser.add_argument("--recipe", choices=list(RECIPES),
                         help="small-budget: pre-norm, no biases, no dropout, lr 1e-3 decaying linearly to zero at the "
-                             "last step, 30%% masking (default below 50M parameters); standard: as configured")
+                             "last step, 30%% masking; standard: as configured (the default)")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS",
                         help="train for about this long: steps are sized from timed trial steps and the schedule "
                              "ends at the budget (instead of --max-steps)")

@@ -61,7 +61,7 @@ class PretrainRequest:
     vocab_from_data: bool = False
     fsdp: bool = False
     country: str | None = None
-    recipe: str | None = None  # small-budget | standard (default: by the model's size, train/recipe.py)
+    recipe: str | None = None  # small-budget | standard (default: standard, train/recipe.py)
     time_budget: float | None = None  # seconds: max_steps sized by timed trial steps (train/budget.py)
     mask_probability: float | None = None  # masked LM (default: the recipe's)
 

@@ -9,7 +9,9 @@ what the ablation in examples/pretrain_ablation.py kept here (its table is in th
     zero exactly at the last step of the budget (Cramming's one-cycle schedule);
   * masking 30% of the tokens instead of 15% (Wettig et al. 2022).
 `standard` leaves the architecture and the settings as given (BERT's recipe for published sizes).
-Models below SMALL_MODEL_PARAMETERS parameters get `small-budget` unless told otherwise.
+`standard` is the default for every size: the one finished ablation run (300 steps on the demo corpus,
+one seed) fine-tuned worse after `small-budget` (0.307 test accuracy against 0.388), so `small-budget`
+stays opt-in (`--recipe small-budget`) until a fuller ablation shows it helps.
 """
 
 from __future__ import annotations
@@ -18,9 +20,6 @@ from dataclasses import dataclass, field
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-
-SMALL_MODEL_PARAMETERS = 50_000_000
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -54,15 +53,9 @@ RECIPES = {
 }
 
 
-def estimated_parameters(config: ModelConfig) -> int:
-    """Weights of the blocks and the embedding table (enough to tell a tiny model from a published one)."""
-    layers = config.n_layers + (config.decoder_layers if config.is_encoder_decoder else 0)
-    return layers * (4 * config.d_model ** 2 + 2 * config.d_model * config.d_ff) + config.vocab_size * config.d_model
-
-
 def default_recipe(config: ModelConfig) -> str:
-    """small-budget for models below SMALL_MODEL_PARAMETERS parameters, standard above."""
-    return "small-budget" if estimated_parameters(config) < SMALL_MODEL_PARAMETERS else "standard"
+    """The recipe a run gets when none is named: `standard` (see the module docstring for why)."""
+    return "standard"
 
 
 def get_recipe(name: str) -> Recipe:
