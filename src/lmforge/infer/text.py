@@ -45,7 +45,7 @@ class TextEncoder:
         self.backend.no_truncation()
         self.truncation = truncation
         config = model.config
-        self.pad_id = next(i for i in (self.tokenizer.pad_id, config.pad_token_id, config.eos_token_id, 0)
+        self.pad_id = next(i for i in (self.tokenizer.pad_id, config.pad_token_id, *config.eos_ids, 0)
                            if i is not None)
         self.device = model.device
 

@@ -135,7 +135,7 @@ class LmforgeModel(nn.Module):
         language model it also holds the output matrix in the layout that decodes it fastest."""
         c = self.config
         n_layers = c.decoder_layers if c.is_encoder_decoder else c.n_layers
-        cache = KVCache(n_layers, batch, c.n_heads, c.head_dim, max_len, dtype=self.dtype, device=self.device)
+        cache = KVCache(n_layers, batch, c.kv_heads, c.head_dim, max_len, dtype=self.dtype, device=self.device)
         if batch == 1 and isinstance(self.head, LMHead) and self.device.type == "cpu":  # a CPU BLAS effect
             cache.output_weight = self.head.decoding_weight(self.embed.weight)  # (d, V)
         return cache

@@ -1,4 +1,9 @@
-"""Multi-head attention, self or cross, through one scaled_dot_product_attention call."""
+"""Multi-head attention, self or cross, through one scaled_dot_product_attention call.
+
+Grouped-query attention: `n_kv_heads` key/value heads each serve n_heads / n_kv_heads query heads
+(1 = multi-query); the cache stores key/value heads only. Rotary positions, when given, rotate
+queries and keys after the optional per-head q/k norm (Qwen3) and before the cache.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import KVCache
+from .norms import RMSNorm
+from .rotary import rotate
 
 
 class Attention(nn.Module):
@@ -17,42 +24,55 @@ class Attention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, d_head: int, bias: bool, dropout: float,
-                 scale: bool, cross: bool = False):
+                 scale: bool, cross: bool = False, n_kv_heads: int | None = None, out_bias: bool | None = None,
+                 qk_norm_eps: float | None = None):
         super().__init__()
         self.n_heads, self.d_head, self.cross = n_heads, d_head, cross
-        inner = n_heads * d_head
-        self.q = nn.Linear(d_model, inner, bias=bias)
-        self.kv = nn.Linear(d_model, 2 * inner, bias=bias)
-        self.o = nn.Linear(inner, d_model, bias=bias)
+        self.n_kv_heads = n_kv_heads or n_heads
+        self.q = nn.Linear(d_model, n_heads * d_head, bias=bias)
+        self.kv = nn.Linear(d_model, 2 * self.n_kv_heads * d_head, bias=bias)
+        self.o = nn.Linear(n_heads * d_head, d_model, bias=bias if out_bias is None else out_bias)
+        self.q_norm = RMSNorm(d_head, qk_norm_eps) if qk_norm_eps is not None else None
+        self.k_norm = RMSNorm(d_head, qk_norm_eps) if qk_norm_eps is not None else None
         self.dropout = dropout
         self.scale = None if scale else 1.0  # None: SDPA's default 1/sqrt(d_head)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H*D) -> (B, H, T, D)
-        return x.unflatten(-1, (self.n_heads, self.d_head)).transpose(1, 2)
+    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:  # (B, T, H*D) -> (B, H, T, D)
+        return x.unflatten(-1, (heads, self.d_head)).transpose(1, 2)
 
-    def _keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k, v = self.kv(source).chunk(2, dim=-1)  # 2 x (B, S, H*D)
-        return self._heads(k), self._heads(v)
+    def _keys_values(self, source: torch.Tensor, rotary) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.kv(source).chunk(2, dim=-1)  # 2 x (B, S, Hkv*D)
+        k = self._heads(k, self.n_kv_heads)  # (B, Hkv, S, D)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        if rotary is not None:
+            k = rotate(k, *rotary)
+        return k, self._heads(v, self.n_kv_heads)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 context: torch.Tensor | None = None, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+                layer: int = 0, rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """x: (B, T, d_model); context: (B, S, d_model) for cross-attention; mask: bool or additive
-        float, broadcastable to (B, H, T, S). Returns (B, T, d_model)."""
-        q = self._heads(self.q(x))  # (B, H, T, D)
+        float, broadcastable to (B, H, T, S); rotary: cos, sin (B|1, 1, T, rotary_dim) of the new tokens'
+        positions. Returns (B, T, d_model)."""
+        q = self._heads(self.q(x), self.n_heads)  # (B, H, T, D)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        if rotary is not None:
+            q = rotate(q, *rotary)
         if self.cross:
             if cache is not None and cache.cross[layer] is not None:
                 k, v = cache.cross[layer]
             else:
-                k, v = self._keys_values(context)  # (B, H, S, D)
+                k, v = self._keys_values(context, None)  # (B, Hkv, S, D)
                 if cache is not None:
                     cache.cross[layer] = (k, v)
         else:
-            k, v = self._keys_values(x)  # (B, H, T, D)
+            k, v = self._keys_values(x, rotary)  # (B, Hkv, T, D)
             if cache is not None:
-                k, v = cache.append(layer, k, v)  # (B, H, past+T, D)
+                k, v = cache.append(layer, k, v)  # (B, Hkv, past+T, D)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal, scale=self.scale,
+            is_causal=is_causal, scale=self.scale, enable_gqa=self.n_kv_heads != self.n_heads,
         )  # (B, H, T, D)
         return self.o(out.transpose(1, 2).flatten(2))  # (B, T, d_model)

@@ -17,20 +17,22 @@ from .norms import make_norm
 class Block(nn.Module):
     """Residual sublayers. Pre-norm: x + f(norm(x)) (GPT-2, T5). Post-norm: norm(x + f(x)) (BERT, BART)."""
 
-    def __init__(self, config: ModelConfig, cross: bool):
+    def __init__(self, config: ModelConfig, cross: bool, window: int | None = None):
         super().__init__()
         c = config
+        self.window = window  # this layer's sliding attention window (None: all earlier tokens)
 
         def attention(is_cross: bool) -> Attention:
-            return Attention(c.d_model, c.n_heads, c.head_dim, c.bias, c.attention_dropout,
-                             c.scale_attention, cross=is_cross)
+            return Attention(c.d_model, c.n_heads, c.head_dim, c.use_qkv_bias, c.attention_dropout,
+                             c.scale_attention, cross=is_cross, n_kv_heads=c.kv_heads, out_bias=c.use_out_bias,
+                             qk_norm_eps=c.norm_eps if c.qk_norm else None)
 
         self.pre_norm = c.norm_placement == "pre"
         self.self_attn = attention(False)
         self.attn_norm = make_norm(c.norm, c.d_model, c.norm_eps)
         self.cross_attn = attention(True) if cross else None
         self.cross_norm = make_norm(c.norm, c.d_model, c.norm_eps) if cross else None
-        self.mlp = MLP(c.d_model, c.d_ff, c.activation, c.gated_mlp, c.bias, c.activation_dropout)
+        self.mlp = MLP(c.d_model, c.d_ff, c.activation, c.gated_mlp, c.use_mlp_bias, c.activation_dropout)
         self.mlp_norm = make_norm(c.norm, c.d_model, c.norm_eps)
         self.dropout = nn.Dropout(c.dropout)
 
@@ -44,10 +46,12 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        """x: (B, T, d_model) -> (B, T, d_model). context: encoder output (B, S, d_model)."""
+                cache: KVCache | None = None, layer: int = 0,
+                rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x: (B, T, d_model) -> (B, T, d_model). context: encoder output (B, S, d_model); rotary: cos, sin
+        of the new tokens' positions."""
         x = self._residual(x, self.attn_norm,
-                           lambda h: self.self_attn(h, mask, is_causal, cache=cache, layer=layer))
+                           lambda h: self.self_attn(h, mask, is_causal, cache=cache, layer=layer, rotary=rotary))
         if self.cross_attn is not None:
             x = self._residual(x, self.cross_norm,
                                lambda h: self.cross_attn(h, context_mask, context=context, cache=cache, layer=layer))

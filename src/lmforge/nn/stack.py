@@ -14,6 +14,7 @@ from .cache import KVCache
 from .masks import padding_mask, self_attention_mask, with_bias
 from .norms import make_norm
 from .positions import LearnedPositions, RelativePositionBias, SinusoidalPositions, position_ids_from_mask
+from .rotary import RotaryEmbedding
 
 
 class Stack(nn.Module):
@@ -33,6 +34,7 @@ class Stack(nn.Module):
         self.embed_scale = math.sqrt(c.d_model) if c.scale_embeddings else 1.0
         self.positions: nn.Module | None = None
         self.relative_bias: RelativePositionBias | None = None
+        self.rotary = RotaryEmbedding(c) if c.positions == "rotary" else None  # applied inside attention
         if c.positions == "learned":
             self.positions = LearnedPositions(c.max_positions, c.d_model, c.position_offset)
         elif c.positions == "sinusoidal":
@@ -42,7 +44,7 @@ class Stack(nn.Module):
                                                       bidirectional=not causal)
         self.token_types = nn.Embedding(c.type_vocab_size, c.d_model) if c.type_vocab_size else None
         self.embed_norm = make_norm(c.norm, c.d_model, c.norm_eps) if c.embedding_norm else None
-        self.blocks = nn.ModuleList(Block(c, cross) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(Block(c, cross, c.window_of(i) if causal else None) for i in range(n_layers))
         self.final_norm = make_norm(c.norm, c.d_model, c.norm_eps) if c.final_norm else None
         self.dropout = nn.Dropout(c.dropout)
 
@@ -59,12 +61,16 @@ class Stack(nn.Module):
             raise InputError(f"attention_mask has shape {tuple(key_mask.shape)} but ({batch}, {past + length}) "
                              "was expected (batch, cached + new tokens)")
         x = embeds * self.embed_scale if self.embed_scale != 1.0 else embeds
-        if self.positions is not None:
+        rotary = None
+        if self.positions is not None or self.rotary is not None:
             if key_mask is not None:
                 position_ids = position_ids_from_mask(key_mask)[:, past:]  # (B, T)
             else:
                 position_ids = torch.arange(past, past + length, device=embeds.device)[None]  # (1, T)
-            x = x + self.positions(position_ids)
+            if self.positions is not None:
+                x = x + self.positions(position_ids)
+            else:
+                rotary = self.rotary(position_ids, x.dtype)  # cos, sin (B|1, 1, T, rotary_dim)
         if self.token_types is not None:
             if token_type_ids is None:
                 token_type_ids = torch.zeros(batch, length, dtype=torch.long, device=embeds.device)
@@ -73,20 +79,30 @@ class Stack(nn.Module):
             x = self.embed_norm(x)
         x = self.dropout(x) if self.training else x
 
-        mask, is_causal = self_attention_mask(length, key_mask, self.causal, past, embeds.device)
-        if self.relative_bias is not None:
-            if is_causal:  # the bias must carry the causal mask itself
-                mask, is_causal = self_attention_mask(length, torch.ones(1, past + length, device=embeds.device),
-                                                      True, past, embeds.device)
-            bias = self.relative_bias(length, past + length, past).to(x.dtype)  # (1, H, T, S)
-            mask = with_bias(mask, bias)
+        masks = {window: self._self_mask(length, key_mask, past, window, x)
+                 for window in {block.window for block in self.blocks}}  # built once per distinct window
         cross_mask = padding_mask(context_mask)
 
         for index, block in enumerate(self.blocks):
-            x = block(x, mask, is_causal, context, cross_mask, cache, index)
+            mask, is_causal = masks[block.window]
+            x = block(x, mask, is_causal, context, cross_mask, cache, index, rotary)
         if cache is not None:
             cache.advance(length)
         if self.final_norm is not None:
             x = self.final_norm(x)
             x = self.dropout(x) if self.training else x
         return x
+
+    def _self_mask(self, length: int, key_mask: torch.Tensor | None, past: int, window: int | None,
+                   x: torch.Tensor) -> tuple[torch.Tensor | None, bool]:
+        """(mask, is_causal) for self-attention of `length` new tokens (x: their (B, T, d) states, for device
+        and dtype), with the relative-position bias folded in when the stack has one."""
+        device = x.device
+        mask, is_causal = self_attention_mask(length, key_mask, self.causal, past, device, window)
+        if self.relative_bias is not None:
+            if is_causal:  # the bias must carry the causal mask itself
+                mask, is_causal = self_attention_mask(length, torch.ones(1, past + length, device=device),
+                                                      True, past, device, window)
+            bias = self.relative_bias(length, past + length, past).to(x.dtype)  # (1, H, T, S)
+            mask = with_bias(mask, bias)
+        return mask, is_causal
