@@ -10,8 +10,8 @@ from .errors import LmforgeError
 
 # Each module in lmforge.commands defines `register(subparsers)`, which adds its parser and sets
 # `run=function(args) -> int`. Add a command by adding its module name here.
-COMMANDS = ["info", "tokenizer", "prepare", "convert", "pretrain",
-            "generate", "fill_mask", "classify", "tag", "translate", "embed", "distill", "finetune", "evaluate", "demo"]
+COMMANDS = ["info", "tokenizer", "prepare", "convert", "pretrain", "generate", "chat",
+            "fill_mask", "classify", "tag", "translate", "embed", "distill", "finetune", "evaluate", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

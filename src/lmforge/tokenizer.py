@@ -27,8 +27,9 @@ SPECIALS_FILE = "lmforge_tokenizer.json"
 class Tokenizer:
     """Text <-> token ids. `specials` maps a role (pad, unk, bos, eos, mask, cls, sep) to its token string."""
 
-    def __init__(self, backend: Backend, specials: dict[str, str] | None = None):
+    def __init__(self, backend: Backend, specials: dict[str, str] | None = None, chat_template: str | None = None):
         self.backend = backend
+        self.chat_template = chat_template  # Jinja text rendering a conversation as a prompt (chat models)
         self.specials = {role: tok for role, tok in (specials or {}).items() if tok is not None}
         for role, token in self.specials.items():
             if backend.token_to_id(token) is None:
@@ -119,7 +120,8 @@ class Tokenizer:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(folder / "tokenizer.json"))
-        (folder / SPECIALS_FILE).write_text(json.dumps({"specials": self.specials}, indent=2) + "\n", encoding="utf-8")
+        settings = {"specials": self.specials, **({"chat_template": self.chat_template} if self.chat_template else {})}
+        (folder / SPECIALS_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, folder: str | Path) -> "Tokenizer":
@@ -141,9 +143,9 @@ class Tokenizer:
         except Exception as error:  # the tokenizers library raises a plain Exception for bad files
             raise DataError(f"{path} is not a valid tokenizer.json ({error})") from None
         specials_path = path.parent / SPECIALS_FILE
-        specials = json.loads(specials_path.read_text(encoding="utf-8"))["specials"] if specials_path.is_file() \
-            else guess_specials(backend)
-        return cls(backend, specials)
+        settings = json.loads(specials_path.read_text(encoding="utf-8")) if specials_path.is_file() \
+            else {"specials": guess_specials(backend)}
+        return cls(backend, settings["specials"], settings.get("chat_template"))
 
 
 def guess_specials(backend: Backend) -> dict[str, str]:
