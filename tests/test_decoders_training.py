@@ -114,3 +114,49 @@ def test_cache_equals_recomputation_and_bf16_runs(preset):
     out = half(ids, attention_mask=mask, labels=ids)
     out.loss.backward()
     assert torch.isfinite(out.loss) and half.embed.weight.grad is not None
+
+
+def tiny_llama(seed: int = 0):
+    torch.manual_seed(seed)
+    return lmforge.build_model(lmforge.presets.get("tiny-qwen3").replace(vocab_size=97, max_positions=64))
+
+
+def train_rank(rank: int, world: int, port: int, fsdp: bool, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from lmforge.train import Distributed, Trainer, TrainSettings
+    from train_helpers import patterned_rows, token_factory
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        rows = patterned_rows()
+        dist_env = Distributed.from_env("cpu") if world > 1 else None
+        Trainer(tiny_llama(), TrainSettings(max_steps=4, batch_size=8, lr=3e-3, warmup_steps=1, eval_every=4,
+                                            eval_batches=1, save_every=4),
+                token_factory(rows), lambda: token_factory(rows[:8])(4, 0, 1), out_dir=out, dist=dist_env,
+                fsdp=fsdp, progress=False).fit()
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_processes_train_a_qwen3_like_one(tmp_path, fsdp):
+    """GQA, q/k norms and rotary positions under DDP and FSDP (gloo, 2 processes) reach the weights of one process."""
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    from test_train_distributed import free_port
+
+    mp.spawn(train_rank, args=(1, free_port(), False, str(tmp_path / "one")), nprocs=1, join=True)
+    mp.spawn(train_rank, args=(2, free_port(), fsdp, str(tmp_path / "two")), nprocs=2, join=True)
+    one = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
+    two = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
+    assert one.keys() == two.keys() and any("q_norm" in k for k in one)
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) <= 1e-5

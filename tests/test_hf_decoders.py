@@ -213,3 +213,22 @@ def test_unknown_rope_type_names_the_known_ones(tmp_path):
     with pytest.raises(CheckpointError, match="rope scaling type 'dynamic' is not supported; known types: default, "
                                               "linear, llama3, yarn"):
         lmforge.load(folder)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"num_key_value_heads": 3}, "n_heads=4 is not divisible by n_kv_heads=3"),
+    ({"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4}}, "known types: default, linear, llama3, yarn"),
+    ({"num_hidden_layers": 3}, "lacks weights the model needs: layers.2."),
+])
+def test_bad_checkpoints_are_one_line_cli_errors(tmp_path, capsys, change, message):
+    from lmforge.cli import main
+
+    _, folder = saved(tmp_path, "LlamaForCausalLM", llama(num_key_value_heads=2))
+    data = json.loads((folder / "config.json").read_text())
+    data.update(change)
+    (folder / "config.json").write_text(json.dumps(data))
+    capsys.readouterr()  # transformers' own progress bars while saving
+    assert main(["convert", str(folder), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
