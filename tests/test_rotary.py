@@ -37,7 +37,7 @@ def test_tables_match_transformers(ours, theirs):
     hf_config = transformers.LlamaConfig(hidden_size=96, num_attention_heads=4, head_dim=24,
                                          max_position_embeddings=128, rope_parameters=dict(theirs))
     positions = torch.tensor([[0, 1, 2, 5, 17, 63, 127], [3, 3, 4, 90, 100, 101, 102]])
-    cos, sin = RotaryEmbedding(config)(positions, torch.float32)  # (B, 1, T, rotary_dim)
+    cos, sin = RotaryEmbedding(config).tables(positions, torch.float32)  # (B, 1, T, rotary_dim)
     if "partial_rotary_factor" in theirs:  # Llama's rotary ignores it; GPT-NeoX's honours it
         from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXRotaryEmbedding
 
@@ -55,10 +55,12 @@ def test_tables_match_transformers(ours, theirs):
 def test_rotation_matches_transformers_and_partial_keeps_the_rest():
     config = ModelConfig(d_model=64, n_heads=4, positions="rotary").validate()
     q, k = torch.randn(2, 4, 5, 16), torch.randn(2, 4, 5, 16)
-    cos, sin = RotaryEmbedding(config)(torch.arange(5)[None].expand(2, 5), torch.float32)
+    positions = torch.arange(5)[None].expand(2, 5)
+    cos, sin = RotaryEmbedding(config).tables(positions, torch.float32)
     hf_q, hf_k = apply_rotary_pos_emb(q, k, cos[:, 0], sin[:, 0])
-    torch.testing.assert_close(rotate(q, cos, sin), hf_q)
-    torch.testing.assert_close(rotate(k, cos, sin), hf_k)
+    ours_q, ours_k = RotaryEmbedding(config)(q, k, positions)
+    torch.testing.assert_close(ours_q, hf_q)
+    torch.testing.assert_close(ours_k, hf_k)
     half = rotate(q, cos[..., :8], sin[..., :8])  # a partial rotation: 8 of 16 dimensions
     torch.testing.assert_close(half[..., 8:], q[..., 8:])
     hf_half, _ = apply_rotary_pos_emb(q[..., :8], k[..., :8], cos[:, 0, :, :8], sin[:, 0, :, :8])
@@ -68,7 +70,7 @@ def test_rotation_matches_transformers_and_partial_keeps_the_rest():
 def test_tables_stay_float32_in_bf16_models():
     rotary = RotaryEmbedding(ModelConfig(d_model=64, n_heads=4, positions="rotary").validate()).to(torch.bfloat16)
     assert rotary.inv_freq.dtype == torch.float32
-    cos, _ = rotary(torch.arange(3)[None], torch.bfloat16)
+    cos, _ = rotary.tables(torch.arange(3)[None], torch.bfloat16)
     assert cos.dtype == torch.bfloat16
 
 

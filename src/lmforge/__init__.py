@@ -1,7 +1,7 @@
 """lmforge: build, pretrain, fine-tune, distill, evaluate, share and run Transformer language models."""
 
 from . import presets
-from .checkpoint.io import load
+from .checkpoint.folder import load
 from .config import ModelConfig
 from .errors import LmforgeError
 from .infer import pipeline

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from .errors import LmforgeError
 
 # Each module in lmforge.commands defines `register(subparsers)`, which adds its parser and sets
@@ -19,17 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lmforge",
         description="Build, pretrain, fine-tune, distill, evaluate and run Transformer language models.",
     )
-    parser.add_argument("--version", action="version", version=f"lmforge {_version()}")
+    parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"lmforge.commands.{name}").register(subparsers)
     return parser
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 class _ArgumentError(Exception):

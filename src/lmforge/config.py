@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .errors import ConfigError
+from .labels import label_names
 
 FAMILIES = ("decoder", "encoder", "encoder-decoder")
 POSITIONS = ("learned", "sinusoidal", "relative", "rotary", "none")
@@ -36,11 +39,11 @@ class ModelConfig:
     vocab_size: int = 50257
     d_model: int = 768
     n_heads: int = 12
+    n_kv_heads: int | None = None  # key/value heads shared by groups of query heads (GQA, 1 = MQA); None = n_heads
     n_layers: int = 12
     n_decoder_layers: int | None = None
     d_ff: int = 3072
     d_head: int | None = None
-    n_kv_heads: int | None = None  # key/value heads shared by groups of query heads (GQA, 1 = MQA); None = n_heads
     max_positions: int = 1024  # longest sequence the model accepts
 
     # positions: learned table (with `position_offset` unused rows first, as BART and RoBERTa have),
@@ -123,7 +126,19 @@ class ModelConfig:
         return self.d_head if self.d_head is not None else self.d_model // self.n_heads
 
     @property
+    def positions_bounded(self) -> bool:
+        """Whether `max_positions` is a hard limit: absolute positions read a table of that many rows
+        (learned, sinusoidal); relative or no positions accept any length."""
+        return self.positions in ("learned", "sinusoidal")
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        """Class id -> name: `id2label`, or LABEL_0, LABEL_1, ... (Hugging Face's default)."""
+        return label_names(self.id2label, self.num_labels)
+
+    @property
     def kv_heads(self) -> int:
+        """Key/value heads of every attention layer: what the KV cache is sized by."""
         return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
 
     @property
@@ -304,8 +319,6 @@ class ModelConfig:
             raise ConfigError(f"config file {path} does not exist")
         text = path.read_text(encoding="utf-8")
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(text)
             if not isinstance(data, dict):
                 raise ConfigError(f"{path}: YAML config must be a mapping of fields")

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from .errors import DataError
+from .readers import iter_texts
 
 SPECIAL_ROLES = ("pad", "unk", "bos", "eos", "mask", "cls", "sep")
 SPECIALS_FILE = "lmforge_tokenizer.json"
@@ -47,6 +48,13 @@ class Tokenizer:
     mask_id = property(lambda self: self.special_id("mask"))
     cls_id = property(lambda self: self.special_id("cls"))
     sep_id = property(lambda self: self.special_id("sep"))
+
+    @property
+    def padding_id(self) -> int:
+        """The id that fills padded slots of a batch: the pad token, else end-of-sequence (GPT-2 has no pad
+        token), else the separator, else 0. Padded slots are masked out, so any id is correct; every
+        batch of lmforge pads with this one."""
+        return next((i for i in (self.pad_id, self.eos_id, self.sep_id) if i is not None), 0)
 
     @property
     def special_ids(self) -> set[int]:
@@ -177,7 +185,7 @@ def train_tokenizer(kind: str, vocab_size: int, inputs: Iterable[str | Path] | I
     """Train a tokenizer of `kind` ("bpe" | "wordpiece" | "unigram") with `vocab_size` tokens in total.
 
     `inputs` is a path or a list of paths to files/folders (.txt, .jsonl, .gz; read as by
-    `lmforge.data.readers.iter_documents` with `text_options`, e.g. {"text_field": "body", "errors": "replace"}),
+    `lmforge.readers.iter_documents` with `text_options`, e.g. {"text_field": "body", "errors": "replace"}),
     or any other iterable (a generator, say) of texts.
     `specials` adds or overrides special-token roles (e.g. {"mask": "<mask>"} gives a BPE tokenizer a mask
     for BART infilling). Unigram gets `sentinels` T5 sentinels (default 100), counted in `vocab_size`;
@@ -235,8 +243,6 @@ class _CountingTexts:
 def _texts(inputs, options: dict) -> Iterable[str]:
     """A list/tuple names files and folders; any other iterable (a generator, say) yields the texts."""
     if isinstance(inputs, (list, tuple, str, Path)):
-        from .data.readers import iter_texts  # data imports this module; import here to avoid a cycle
-
         return iter_texts([inputs] if isinstance(inputs, (str, Path)) else inputs, **options)
     return inputs
 

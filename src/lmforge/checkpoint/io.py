@@ -17,7 +17,11 @@ from safetensors.torch import save_file
 
 from ..config import ModelConfig
 from ..errors import CheckpointError, LmforgeError
+from ..models import services
+from ..models.build import build_model
+from ..tokenizer import Tokenizer
 from .atomic import atomic_folder
+from .card import write_card
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -60,10 +64,11 @@ def save_checkpoint(model, path: str | Path, card: dict | None = None) -> Path:
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if getattr(model, "tokenizer", None) is not None:
             model.tokenizer.save(tmp)
-        from .card import write_card
-
         write_card(tmp, model, card or {})
     return path
+
+
+services.register("save", save_checkpoint)  # LmforgeModel.save
 
 
 def read_checkpoint_config(path: Path) -> dict[str, Any]:
@@ -81,8 +86,6 @@ def read_checkpoint_config(path: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path, verify: bool = True, device: str | torch.device = "cpu"):
     """Load an lmforge checkpoint folder; `verify` checks the weights file's SHA-256 first."""
-    from ..models.build import build_model
-
     path = Path(path)
     meta = read_checkpoint_config(path)
     if meta.get("format_version") != FORMAT_VERSION:
@@ -106,9 +109,7 @@ def load_checkpoint(path: str | Path, verify: bool = True, device: str | torch.d
     load_weights(model, read_safetensors(weights_path), source=str(weights_path))
     tokenizer_dir = path if (path / "tokenizer.json").is_file() else None
     if tokenizer_dir is not None:
-        from ..tokenizer import Tokenizer
-
-        model.tokenizer = Tokenizer.load(tokenizer_dir)
+        model.attach_tokenizer(Tokenizer.load(tokenizer_dir))
     return model.to(device)
 
 
@@ -139,29 +140,3 @@ def load_weights(model, state: dict[str, torch.Tensor], source: str) -> None:
     if problems:
         raise CheckpointError(f"{source} does not fit the model described by its config ({'; '.join(problems)})")
     model.load_state_dict(state, strict=True)
-
-
-def load(path: str | Path, task: str | None = None, device: str | torch.device = "cpu", verify: bool = True):
-    """Load a model from an lmforge checkpoint folder or a Hugging Face checkpoint folder.
-
-    `task` (Hugging Face folders only) overrides the head chosen from the checkpoint's `architectures`."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path} does not exist; give a checkpoint folder (lmforge or Hugging Face)")
-    if not path.is_dir():
-        raise CheckpointError(f"{path} is a file; give the checkpoint folder that contains config.json")
-    meta = read_checkpoint_config(path)
-    if "format_version" in meta:
-        model = load_checkpoint(path, verify=verify, device=device)
-        if task is not None and task != model.task:
-            raise CheckpointError(f"{path} holds a {model.task} model, not {task}")
-        return model
-    if "model_type" in meta:
-        try:
-            from .hf import load_hf
-        except ImportError:
-            raise CheckpointError(f"{path} is a Hugging Face checkpoint, and this lmforge build cannot read "
-                                  "that format") from None
-        return load_hf(path, task=task).to(device)
-    raise CheckpointError(f"{path / CONFIG_FILE} is neither an lmforge config (format_version) nor a Hugging Face "
-                          "config (model_type)")

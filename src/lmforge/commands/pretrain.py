@@ -103,7 +103,7 @@ def _pretrain(args, dist) -> int:
     tokenizer = shards.tokenizer
     seed_everything(settings.seed)
     model = build_model(config)
-    model.tokenizer = tokenizer
+    model.attach_tokenizer(tokenizer)
     objective = build_objective(run_spec["objective"], config.family, tokenizer)
     window = objective.window_length(settings.seq_len)
     card = {"objective": OBJECTIVE_NAMES[run_spec["objective"]], "training_type": "pre-training",
@@ -197,7 +197,7 @@ def _settings(args, config):
     values = {**values, **_setting_overrides(args)}
     values.setdefault("seq_len", min(TrainSettings.seq_len, config.max_positions))
     settings = TrainSettings.from_dict(values)
-    if config.positions in ("learned", "sinusoidal") and settings.seq_len > config.max_positions:
+    if config.positions_bounded and settings.seq_len > config.max_positions:
         raise ConfigError(f"seq_len={settings.seq_len} exceeds the model's max_positions={config.max_positions}; "
                           f"pass --seq-len {config.max_positions} or less")
     return settings

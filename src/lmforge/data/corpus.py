@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..checkpoint.atomic import atomic_folder
 from ..errors import DataError
 from ..tokenizer import Tokenizer
-from .readers import Document, expand_inputs, iter_documents
+from ..readers import Document, expand_inputs, iter_documents
 
 FORMAT = "lmforge-token-shards"
 FORMAT_VERSION = 1

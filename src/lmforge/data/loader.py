@@ -46,7 +46,7 @@ def pretraining_batches(shards: TokenShards, objective, batch_size: int, seq_len
 
 def labelled_batches(examples: Sequence[dict], batch_size: int, pad_id: int,
                      sampler: ResumableSampler | None = None, seed: int = 0, shuffle: bool = True) -> Iterator[dict]:
-    """Batches of labelled examples (from lmforge.data.tasks readers) padded with `pad_id` by `collate`.
+    """Batches of labelled examples (from lmforge.data.labelled readers) padded with `pad_id` by `collate`.
 
     Yields the remaining batches of the sampler's current epoch; without a sampler one is made that
     keeps the last, shorter batch."""

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import DataError
 from ..tokenizer import Tokenizer
-from .collate import IGNORE_INDEX, pad, padding_mask
+from .collate import IGNORE_INDEX, attention_mask_for, pad
 
 
 class CausalLM:
@@ -81,7 +81,7 @@ class MaskedLM:
         self.tokenizer, self.probability, self.whole_word = tokenizer, probability, whole_word
         self.mask_fraction, self.random_fraction = mask_fraction, random_fraction
         self.mask_id = _required(tokenizer, "mask", "masked LM", "train a wordpiece tokenizer or add --special mask=<mask>")
-        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        self.pad_id = tokenizer.padding_id
         self.special = np.array(sorted(tokenizer.special_ids), dtype=np.int64)
         self.random_pool = np.setdiff1d(np.arange(tokenizer.vocab_size), self.special)  # ids a random replacement may take
         self.word_starts = tokenizer.word_starts() if whole_word else None
@@ -95,7 +95,7 @@ class MaskedLM:
         sequences = [_wrap(np.asarray(w, dtype=np.int64), self.first, self.last) for w in windows]
         ids = pad(sequences, self.pad_id).numpy()  # (B, T)
         inputs, labels = self.mask(ids, rng)
-        return {"input_ids": torch.from_numpy(inputs), "attention_mask": padding_mask(sequences),
+        return {"input_ids": torch.from_numpy(inputs), "attention_mask": attention_mask_for(sequences),
                 "labels": torch.from_numpy(labels)}
 
     def mask(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +147,7 @@ class SpanCorruption:
             raise DataError("span corruption needs sentinel tokens <extra_id_0>, ...; train a unigram tokenizer "
                             "(lmforge tokenizer train --kind unigram) or use a T5 tokenizer")
         self.eos_id = _required(tokenizer, "eos", "span corruption", "use a T5-style tokenizer with </s>")
-        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        self.pad_id = tokenizer.padding_id
 
     def span_counts(self, length: int) -> tuple[int, int]:
         """(noise tokens, noise spans) for a sequence of `length` tokens."""
@@ -195,7 +195,7 @@ class SpanCorruption:
         rng = rng if rng is not None else np.random.default_rng()
         pairs = [self.corrupt(w, rng) for w in windows]
         inputs, targets = [p[0] for p in pairs], [p[1] for p in pairs]
-        return {"input_ids": pad(inputs, self.pad_id), "attention_mask": padding_mask(inputs),
+        return {"input_ids": pad(inputs, self.pad_id), "attention_mask": attention_mask_for(inputs),
                 "labels": pad(targets, IGNORE_INDEX)}
 
 
@@ -216,7 +216,7 @@ class TextInfilling:
         self.permute_sentences = permute_sentences
         self.mask_id = _required(tokenizer, "mask", "text infilling",
                                  "train the tokenizer with --special mask=<mask> (BART uses <mask>)")
-        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        self.pad_id = tokenizer.padding_id
         self.first, self.last = _wrapping_ids(tokenizer)
         self.sentence_ends = self._sentence_ends(tokenizer)
 
@@ -276,7 +276,7 @@ class TextInfilling:
             source = self.permute(tokens, rng) if self.permute_sentences and len(tokens) > 1 else tokens
             originals.append(_wrap(tokens, self.first, self.last))
             corrupted.append(_wrap(self.infill(source, rng), self.first, self.last))
-        return {"input_ids": pad(corrupted, self.pad_id), "attention_mask": padding_mask(corrupted),
+        return {"input_ids": pad(corrupted, self.pad_id), "attention_mask": attention_mask_for(corrupted),
                 "labels": pad(originals, IGNORE_INDEX)}
 
 

@@ -27,6 +27,7 @@ import torch
 
 from ..checkpoint.atomic import write_text
 from ..errors import ConfigError
+from ..seeding import seed_everything
 from ..train.metrics_log import MetricsLog
 from .report import plot_curves, terminal_table, write_html
 from .stdlib_corpus import build_task
@@ -106,7 +107,7 @@ def run_demo(out: str | Path, quick: bool = False, overwrite: bool = False, seed
     out = Path(out)
     prepare_out(out, overwrite)
     budget = DemoBudget.named(quick)
-    torch.manual_seed(seed)
+    seed_everything(seed)
 
     started = _phase("1/5 corpus: docstrings of the Python standard library", say)
     task = build_task(train_per_label=budget.train_per_label)
@@ -181,7 +182,7 @@ def pretrain_encoder(shards, budget: DemoBudget, out: Path, seed: int, progress:
     config = fit_config_to_tokenizer(config, tokenizer, vocab_from_data=True)
     seed_everything(seed)
     model = build_model(config, "masked-lm")
-    model.tokenizer = tokenizer
+    model.attach_tokenizer(tokenizer)
     objective = build_objective("mlm", "encoder", tokenizer)
     steps = budget.pretrain_steps
     settings = TrainSettings(max_steps=steps, batch_size=budget.batch_size, seq_len=budget.seq_len, lr=1e-3,

@@ -8,7 +8,7 @@ from ..data import ResumableSampler, labelled_batches
 
 
 class ExampleBatches:
-    """Padded batches of labelled examples (from lmforge.data.tasks readers) for one rank; each
+    """Padded batches of labelled examples (from lmforge.data.labelled readers) for one rank; each
     iteration is the rest of the current epoch. `state_dict()` is the sampler's, so a checkpoint
     resumes mid-epoch. Evaluation sources (shuffle=False) keep the last, shorter batch."""
 

@@ -6,10 +6,11 @@ A teacher and a student see the same batch; the loss mixes three terms (DistilBE
          + alpha_hard * the student's own loss on the batch's labels             hard labels
          + alpha_cos * mean(1 - cos(student hidden, teacher hidden))             last hidden states
 
-The logits compared are whatever the shared head produces: masked-LM logits for encoders (at the
-masked positions), next-token logits for decoders and decoder logits for encoder-decoders (at every
-real position), class logits for sequence classification (one row per sequence) and tag logits for
-token classification (every real token). Multiplying by T^2 keeps the soft-target gradients on the
+The logits compared are whatever the shared head produces, at the positions the head names
+(`Head.soft_positions`, `Head.hidden_positions`): masked-LM logits for encoders (at the masked
+positions), next-token logits for decoders (every real position) and decoder logits for
+encoder-decoders (the target positions), class logits for sequence classification (one row per
+sequence) and tag logits for token classification (every real token). Multiplying by T^2 keeps the soft-target gradients on the
 scale of the hard-label ones when T changes (Hinton et al., 2015).
 """
 
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.base import IGNORE_INDEX
+from ..labels import IGNORE_INDEX
 
 
 def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
@@ -64,30 +65,6 @@ def _rows(values: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
     return values[positions.bool()]
 
 
-def soft_positions(task: str, batch: dict) -> torch.Tensor | None:
-    """Where soft targets are compared for a model's `task`: masked positions (masked LM), the target
-    positions (sequence-to-sequence), real tokens (causal LM, token classification), every sequence
-    (sequence classification: None)."""
-    if task in ("masked-lm", "seq2seq-lm"):
-        return batch["labels"] != IGNORE_INDEX
-    if task in ("causal-lm", "token-classification"):
-        return _real_tokens(batch)
-    return None
-
-
-def hidden_positions(task: str, batch: dict) -> torch.Tensor | None:
-    """Where last hidden states are compared: the decoder's target positions for sequence-to-sequence,
-    else every real input token."""
-    if task == "seq2seq-lm":
-        return batch["labels"] != IGNORE_INDEX
-    return _real_tokens(batch)
-
-
-def _real_tokens(batch: dict) -> torch.Tensor | None:
-    mask = batch.get("attention_mask")
-    return None if mask is None else mask.bool()
-
-
 @dataclass
 class LossWeights:
     """The mix of the three terms; defaults are DistilBERT's (alpha_ce 5, alpha_mlm 2, alpha_cos 1, T 2)."""
@@ -120,17 +97,17 @@ class DistillationLoss:
 
     def __call__(self, student: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         w = self.weights
-        task = self.teacher.task
+        head = self.teacher.head  # where its logits and hidden states are compared
         with torch.no_grad():
             teacher_out = self.teacher(**batch)
         student_out = student(**batch)
         labels = batch.get("labels")
         zero = student_out.logits.sum() * 0.0
-        soft = soft_target_loss(student_out.logits, teacher_out.logits, w.temperature, soft_positions(task, batch)) \
+        soft = soft_target_loss(student_out.logits, teacher_out.logits, w.temperature, head.soft_positions(batch)) \
             if w.alpha_ce else zero
         hard = hard_label_loss(_unwrapped(student), student_out.logits, labels) \
             if (w.alpha_hard and labels is not None) else zero
-        cos = cosine_loss(student_out.hidden_states, teacher_out.hidden_states, hidden_positions(task, batch)) \
+        cos = cosine_loss(student_out.hidden_states, teacher_out.hidden_states, head.hidden_positions(batch)) \
             if w.alpha_cos else zero
         loss = w.alpha_ce * soft + w.alpha_hard * hard + w.alpha_cos * cos
         return loss, {"soft": float(soft.detach()), "hard": float(hard.detach()), "cos": float(cos.detach())}

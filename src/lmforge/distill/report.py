@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.base import IGNORE_INDEX
+from ..labels import IGNORE_INDEX
 
 QUALITY_NAME = {"sequence-classification": "accuracy", "token-classification": "entity F1",
                 "masked-lm": "masked-token accuracy", "causal-lm": "next-token accuracy",

@@ -96,7 +96,7 @@ def labelled_sources(teacher, train: str | Path, valid: str | Path, unlabelled: 
             raise ConfigError("--unlabelled text is for sequence-classification teachers")
         examples += _unlabelled_examples(unlabelled, tokenizer, max_length, "token_type_ids" in examples[0])
     valid_examples = [{k: v for k, v in e.items() if k != "word_ids"} for e in valid_data.examples]
-    pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+    pad = tokenizer.padding_id
     extra = f" + {unlabelled} unlabelled" if unlabelled else ""
     return Sources(
         train=lambda micro, rank, world: ExampleBatches(examples, micro, pad, rank, world, seed=seed),

@@ -76,7 +76,7 @@ def make_student(teacher: nn.Module, config: ModelConfig) -> tuple[nn.Module, di
     from ..models.build import build_model
 
     student = build_model(config, teacher.task)
-    student.tokenizer = teacher.tokenizer
+    student.attach_tokenizer(teacher.tokenizer)
     depth = {"encoder": config.n_layers, "decoder": config.decoder_layers}
     teacher_depth = {"encoder": teacher.config.n_layers, "decoder": teacher.config.decoder_layers}
     if config.family == "decoder":  # a decoder-only model's one stack is called `decoder`

@@ -38,7 +38,7 @@ def batch_metrics(model, task: str, batches: Iterable[dict], *, max_new_tokens: 
             for batch in batches:
                 output = model(**batch)
                 labels = batch["labels"]
-                count = labels.numel() if task == "classify" else int((_scored_labels(labels, task) != IGNORE_INDEX).sum())
+                count = model.head.scored_labels(labels)  # what the batch's mean loss averaged over
                 loss.update(float(output.loss), count)
                 if task == "classify":
                     scores.update(output.logits.argmax(-1), labels)
@@ -58,15 +58,9 @@ def batch_metrics(model, task: str, batches: Iterable[dict], *, max_new_tokens: 
     return result
 
 
-def _scored_labels(labels: torch.Tensor, task: str) -> torch.Tensor:
-    """The labels a loss is averaged over (a causal LM scores every label but the first of each row)."""
-    return labels[:, 1:] if task == "clm" else labels
-
-
 def _label_names(model) -> list[str]:
-    config = model.config
-    return [config.id2label[i] for i in range(config.num_labels)] if config.id2label \
-        else [f"LABEL_{i}" for i in range(config.num_labels)]
+    names = model.config.label_names
+    return [names[i] for i in range(len(names))]
 
 
 def _word_tags(predicted: torch.Tensor, labels: torch.Tensor, names: list[str]) -> tuple[list, list]:
@@ -123,7 +117,7 @@ def evaluate(model, data: str | Path | Sequence[str | Path], task: str | None = 
                          f"head; evaluate it with --task {task_of_head(model.task, source)} or fine-tune it for {task}")
     labels = LabelSet(_label_names(model)) if task in ("classify", "tag") else None
     examples = subset(read_task_data(task, data, tokenizer, labels, data_options), max_examples).examples
-    metrics = batch_metrics(model, task, sorted_batches(examples, batch_size, tokenizer.pad_id),
+    metrics = batch_metrics(model, task, sorted_batches(examples, batch_size, tokenizer.padding_id),
                             max_new_tokens=max_new_tokens, num_beams=num_beams, rouge=rouge)
     files = [data] if isinstance(data, (str, Path)) else list(data)
     metrics = {"task": task, "model": source, "data": [str(f) for f in files], **metrics,

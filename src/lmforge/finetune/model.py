@@ -10,7 +10,8 @@ from pathlib import Path
 from ..config import ModelConfig
 from ..data import LabelSet
 from ..errors import CheckpointError, ConfigError, DataError
-from ..models.base import FAMILY_TASKS
+from ..checkpoint.folder import load
+from ..models import FAMILY_TASKS
 from ..tokenizer import SPECIALS_FILE, Tokenizer
 from .tasks import task_spec
 
@@ -37,8 +38,6 @@ class StartingPoint:
 def load_model(path: str | Path):
     """`lmforge.load` for an lmforge or Hugging Face folder, quietly: a head the checkpoint lacks is
     reported by `build_task_model`, not by a warning."""
-    from ..checkpoint.io import load
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load(path)
@@ -67,14 +66,6 @@ def require_tokenizer(model, where: str) -> Tokenizer:
                               "copy the tokenizer files of the model it came from into the folder, or pass "
                               "--tokenizer DIR")
     return model.tokenizer
-
-
-def pad_id(tokenizer: Tokenizer) -> int:
-    """The id padding uses: pad, else EOS (GPT-2 has no pad token); padded positions are masked anyway."""
-    for candidate in (tokenizer.pad_id, tokenizer.eos_id, tokenizer.sep_id):
-        if candidate is not None:
-            return candidate
-    return 0
 
 
 @dataclass
@@ -131,7 +122,7 @@ def build_task_model(task: str, source: Source, labels: LabelSet | None = None,
         raise DataError(f"the tokenizer has {source.tokenizer.vocab_size:,} tokens but {where} has vocab_size "
                         f"{config.vocab_size:,}; use the tokenizer the model was trained with")
     model = build_model(_task_config(config, spec.head, labels), spec.head)
-    model.tokenizer = source.tokenizer
+    model.attach_tokenizer(source.tokenizer)
     if from_scratch or source.model is None:
         return StartingPoint(model, f"{where} (random weights)", initialised=sorted(model.state_dict()))
     return _copy_weights(source.model, model, where)

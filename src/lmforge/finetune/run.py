@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSettings, seed_everything
 from ..train.folders import check_run_folder
 from .batching import LengthGroupedBatches, sorted_batches
-from .model import build_task_model, load_model, pad_id, resolve_source
+from .model import build_task_model, load_model, resolve_source
 from .tasks import DataOptions, read_task_data, subset, task_spec
 
 MODEL_DIR = "model"
@@ -122,7 +122,7 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     model = start.model
     train_examples = subset(train_data, max_train_examples, settings.seed).examples
     valid_examples = read_task_data(task, valid, tok, labels, options).examples if valid is not None else None
-    padding = pad_id(tok)
+    padding = tok.padding_id
 
     def train_batches(micro: int, rank: int, world: int):
         return LengthGroupedBatches(train_examples, micro, padding, seed=settings.seed, rank=rank, world_size=world)

@@ -14,6 +14,7 @@ from typing import Iterator
 import torch
 
 from ..errors import InputError
+from ..models import services
 from .beam import beam_search
 from .logits import apply_processors, build_processors
 from .options import GenerationOptions
@@ -35,6 +36,9 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
         for _ in run.tokens():
             pass
         return run.sequence[:, :run.length]
+
+
+services.register("generate", generate)  # LmforgeModel.generate
 
 
 def stream(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -150,7 +154,7 @@ def _check_prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
         raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
                          f"{tuple(input_ids.shape)}; they must match")
     config = model.config
-    if config.positions not in ("learned", "sinusoidal"):
+    if not config.positions_bounded:
         return  # relative positions set no hard limit
     if config.is_encoder_decoder:
         needed, what = 1 + options.max_new_tokens, "the decoder start token +"

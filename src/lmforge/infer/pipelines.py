@@ -17,6 +17,7 @@ from typing import Iterator
 
 import torch
 
+from ..checkpoint.folder import load
 from ..errors import InputError
 from ..models.heads import sentence_embedding
 from .chat import Message, render_chat
@@ -214,7 +215,7 @@ class TextGeneration(_Generating):
         return self.stream(render_chat(self.model.tokenizer, messages), add_special_tokens=False, **overrides)
 
     def _prompt_limit(self, options: GenerationOptions) -> int:
-        if self.model.config.positions not in ("learned", "sinusoidal"):
+        if not self.model.config.positions_bounded:
             return self.max_length
         limit = self.max_length - options.max_new_tokens
         if limit < 1:
@@ -303,8 +304,6 @@ def pipeline(task: str, model, truncation: bool = True, batch_size: int = 8, dev
     if task not in PIPELINES:
         raise InputError(f"unknown pipeline task {task!r}; choose one of: {', '.join(PIPELINES)}")
     if isinstance(model, (str, Path)):
-        from ..checkpoint.io import load
-
         model = load(model, device=device)
     cls = PIPELINES[task]
     if model.task not in cls.heads:
@@ -317,4 +316,4 @@ def pipeline(task: str, model, truncation: bool = True, batch_size: int = 8, dev
 
 
 def _labels(config) -> dict[int, str]:
-    return config.id2label or {i: f"LABEL_{i}" for i in range(config.num_labels)}
+    return config.label_names

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
+from ..models.heads import LMHead
 
 
 class _Stepper:
@@ -110,7 +111,7 @@ class EncoderDecoderStepper(_Stepper):
 def make_stepper(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int,
                  use_cache: bool = True):
     """The stepper for the model's family; `InputError` when its head cannot generate."""
-    if model.task not in ("causal-lm", "seq2seq-lm"):
+    if not isinstance(model.head, LMHead):  # a next-token head
         raise InputError(f"generation needs a causal-lm (decoder) or seq2seq-lm (encoder-decoder) head, but this "
                          f"model has a {model.task} head; load a checkpoint trained for generation")
     stepper = EncoderDecoderStepper if model.config.is_encoder_decoder else DecoderOnlyStepper

@@ -38,15 +38,13 @@ class TextEncoder:
     def __init__(self, model, truncation: bool = True):
         if model.tokenizer is None:
             raise InputError("this model has no tokenizer (no tokenizer.json in its checkpoint); save the model "
-                             "with its tokenizer attached (model.tokenizer = lmforge.Tokenizer.load(...))")
+                             "with its tokenizer attached (model.attach_tokenizer(lmforge.Tokenizer.load(...)))")
         self.tokenizer = model.tokenizer
         self.backend = Backend.from_str(model.tokenizer.backend.to_str())
         self.backend.no_padding()
         self.backend.no_truncation()
         self.truncation = truncation
-        config = model.config
-        self.pad_id = next(i for i in (self.tokenizer.pad_id, config.pad_token_id, *config.eos_ids, 0)
-                           if i is not None)
+        self.pad_id = self.tokenizer.padding_id
         self.device = model.device
 
     def encode(self, texts: list[str], max_length: int, left_pad: bool = False,

@@ -7,23 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError, InputError
 from ..nn.cache import KVCache
 from ..nn.positions import LearnedPositions, RelativePositionBias
-from .heads import LMHead, MaskedLMHead, SequenceClassificationHead, TokenClassificationHead
-
-TASKS = ("causal-lm", "masked-lm", "seq2seq-lm", "sequence-classification", "token-classification", "embedding")
-FAMILY_TASKS = {
-    "decoder": ("causal-lm", "sequence-classification", "token-classification", "embedding"),
-    "encoder": ("masked-lm", "sequence-classification", "token-classification", "embedding"),
-    "encoder-decoder": ("seq2seq-lm", "embedding"),
-}
-DEFAULT_TASK = {"decoder": "causal-lm", "encoder": "masked-lm", "encoder-decoder": "seq2seq-lm"}
-IGNORE_INDEX = -100  # label value that takes no part in the loss
+from . import services
+from .heads import FAMILY_TASKS, HEADS, Head, HeadInputs, LMHead, MaskedLMHead
 
 
 @dataclass
@@ -49,13 +40,15 @@ class LmforgeModel(nn.Module):
             raise ConfigError(f"task {task!r} is not available for a {config.family} model; "
                               f"choose one of: {', '.join(allowed)}")
         self.config, self.task = config, task
-        self.tokenizer = None  # attached by lmforge.load when the checkpoint has one
+        self.tokenizer = None  # see attach_tokenizer
         self.embed = nn.Embedding(config.vocab_size, config.d_model)  # shared by stacks and tied heads
-        self.head: nn.Module | None = {
-            "causal-lm": LMHead, "seq2seq-lm": LMHead, "masked-lm": MaskedLMHead,
-            "sequence-classification": SequenceClassificationHead,
-            "token-classification": TokenClassificationHead,
-        }.get(task, lambda _: None)(config)
+        self.head: Head = HEADS[task](config)
+
+    def attach_tokenizer(self, tokenizer) -> "LmforgeModel":
+        """Make `tokenizer` the model's own: it is saved with the model and used by pipelines and
+        generation from text. Returns the model."""
+        self.tokenizer = tokenizer
+        return self
 
     # ---- shared forward pieces ----------------------------------------------------------------
     def check_input_ids(self, input_ids: torch.Tensor, past: int = 0, name: str = "input_ids") -> None:
@@ -71,48 +64,35 @@ class LmforgeModel(nn.Module):
             raise InputError(f"{name} holds token id {bad}, outside the model's vocabulary "
                              f"(0..{self.config.vocab_size - 1}); use the tokenizer the model was trained with")
         length = past + input_ids.shape[1]
-        if self.config.positions in ("learned", "sinusoidal") and length > self.config.max_positions:
+        if self.config.positions_bounded and length > self.config.max_positions:
             raise InputError(f"{name} has {length} tokens but the model accepts at most "
                              f"{self.config.max_positions}; truncate the input to {self.config.max_positions} tokens")
 
+    def head_inputs(self, mask: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
+                    encoder_hidden: torch.Tensor | None = None, cache: KVCache | None = None) -> HeadInputs:
+        """What the head reads besides the hidden states; a decoding cache may carry the output matrix
+        in its decoding layout."""
+        return HeadInputs(self.embed.weight, mask, pooled, encoder_hidden,
+                          cache.output_weight if cache is not None else None)
+
     def lm_logits(self, hidden: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """(B, T, d) -> (B, T, V); a decoding cache may carry the head's matrix in its decoding layout."""
-        if cache is not None and cache.output_weight is not None:
-            return self.head(hidden, self.embed.weight, cache.output_weight)
-        return self.head(hidden, self.embed.weight)
+        """(B, T, d) -> (B, T, V) through a language-model head."""
+        return self.head(hidden, self.head_inputs(cache=cache))
 
     def finish(self, hidden: torch.Tensor, mask: torch.Tensor | None, labels: torch.Tensor | None,
                pooled: torch.Tensor | None = None, encoder_hidden: torch.Tensor | None = None,
                cache: KVCache | None = None, last_only: bool = False) -> ModelOutput:
         """Apply the task head to the last hidden states (B, T, d) and compute the loss when labels are
         given. `last_only`: language-model logits for the last position only (B, 1, V), for decoding."""
-        from .heads import sentence_embedding
-
-        if self.task in ("causal-lm", "seq2seq-lm", "masked-lm"):
-            logits = self.lm_logits(hidden[:, -1:] if last_only else hidden, cache)
-        elif self.task == "sequence-classification":
-            logits = self.head(hidden, mask, pooled)
-        elif self.task == "token-classification":
-            logits = self.head(hidden)
-        else:
-            logits = sentence_embedding(encoder_hidden if encoder_hidden is not None else hidden, mask)
+        inputs = self.head_inputs(mask, pooled, encoder_hidden, cache)
+        logits = self.head(hidden[:, -1:] if (last_only and self.head.language_model) else hidden, inputs)
         loss = None if labels is None else self.loss(logits, labels)
         return ModelOutput(logits=logits, loss=loss, hidden_states=hidden, encoder_hidden_states=encoder_hidden)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy over labels != -100 (causal LM: each position predicts the next label);
-        mean squared error for a one-output sequence regressor."""
-        if self.task == "embedding":
-            raise InputError("the embedding task has no labels; use a sequence-classification head to train")
-        if self.task == "sequence-classification" and self.config.num_labels == 1:
-            return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-        if self.task == "causal-lm":  # position t predicts token t+1; the last position predicts nothing
-            labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T), no copy of the logits
-        if logits.shape[:-1] != labels.shape:
-            raise InputError(f"labels have shape {tuple(labels.shape)} but the {self.task} head "
-                             f"expects {tuple(logits.shape[:-1])}")
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).long(),
-                               ignore_index=IGNORE_INDEX)
+        """The head's loss: cross-entropy over labels != -100 (causal LM: each position predicts the next
+        label); mean squared error for a one-output sequence regressor."""
+        return self.head.loss(logits, labels)
 
     # ---- utilities ----------------------------------------------------------------------------------
     @property
@@ -136,21 +116,17 @@ class LmforgeModel(nn.Module):
         c = self.config
         n_layers = c.decoder_layers if c.is_encoder_decoder else c.n_layers
         cache = KVCache(n_layers, batch, c.kv_heads, c.head_dim, max_len, dtype=self.dtype, device=self.device)
-        if batch == 1 and isinstance(self.head, LMHead) and self.device.type == "cpu":  # a CPU BLAS effect
-            cache.output_weight = self.head.decoding_weight(self.embed.weight)  # (d, V)
+        cache.output_weight = self.head.decoding_weight(self.embed.weight, batch)  # (d, V) or None
         return cache
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **options) -> torch.Tensor:
         """Generate token ids with the KV cache (greedy, sampling, beam search); see `lmforge.infer.generate`."""
-        from ..infer.generate import generate
-
-        return generate(self, input_ids, attention_mask, **options)
+        return services.generate(self, input_ids, attention_mask, **options)
 
     def save(self, path: str | Path, card: dict | None = None) -> Path:
-        """Write the checkpoint folder atomically (config.json, model.safetensors, tokenizer, README.md)."""
-        from ..checkpoint.io import save_checkpoint
-
-        return save_checkpoint(self, path, card=card)
+        """Write the checkpoint folder atomically (config.json, model.safetensors, tokenizer, README.md);
+        see `lmforge.checkpoint.io.save_checkpoint`."""
+        return services.save(self, path, card=card)
 
     @torch.no_grad()
     def init_weights(self) -> None:

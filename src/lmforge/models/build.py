@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from .. import presets
 from ..config import ModelConfig
-from .base import DEFAULT_TASK, TASKS, LmforgeModel
+from .base import LmforgeModel
 from .decoder import DecoderModel
 from .encoder import EncoderModel
+from .heads import DEFAULT_TASK, TASKS
 from .seq2seq import EncoderDecoderModel
 from ..errors import ConfigError
 
@@ -16,8 +18,6 @@ def build_model(config: ModelConfig | str, task: str | None = None) -> LmforgeMo
     """A randomly initialised model for `config` (a ModelConfig or a preset name) and `task`
     (default: the family's pretraining task: causal-lm, masked-lm or seq2seq-lm)."""
     if isinstance(config, str):
-        from .. import presets
-
         config = presets.get(config)
     config.validate()
     task = task or DEFAULT_TASK[config.family]

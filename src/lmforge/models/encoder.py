@@ -6,7 +6,8 @@ import torch
 
 from ..config import ModelConfig
 from ..nn.stack import Stack
-from .base import IGNORE_INDEX, LmforgeModel, ModelOutput
+from ..labels import IGNORE_INDEX
+from .base import LmforgeModel, ModelOutput
 from .heads import Pooler
 
 
@@ -23,12 +24,12 @@ class EncoderModel(LmforgeModel):
                 labels: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
                 labelled_only: bool = False) -> ModelOutput:
         """input_ids (B, T), attention_mask (B, T), token_type_ids (B, T) segment ids (BERT).
-        `labelled_only` (masked LM with labels): logits (N, V) for the N labelled positions only, in
+        `labelled_only` (a head whose positions are independent, the masked LM, with labels): logits (N, V) for the N labelled positions only, in
         row-major order; the loss is the same, without the head's cost at the other ~85% of positions."""
         self.check_input_ids(input_ids)
         hidden = self.encoder(self.embed(input_ids), attention_mask, token_type_ids)  # (B, T, d)
-        pooled = self.pooler(hidden) if (self.pooler is not None and self.task == "sequence-classification") else None
-        if labelled_only and labels is not None and self.task == "masked-lm":
+        pooled = self.pooler(hidden) if (self.pooler is not None and self.head.uses_pooler) else None
+        if labelled_only and labels is not None and self.head.independent_positions:
             chosen = labels != IGNORE_INDEX  # (B, T)
             hidden, labels = hidden[chosen], labels[chosen]  # (N, d), (N,)
         return self.finish(hidden, attention_mask, labels, pooled=pooled)

@@ -8,7 +8,8 @@ from ..config import ModelConfig
 from ..errors import InputError
 from ..nn.cache import KVCache
 from ..nn.stack import Stack
-from .base import IGNORE_INDEX, LmforgeModel, ModelOutput
+from ..labels import IGNORE_INDEX
+from .base import LmforgeModel, ModelOutput
 
 
 def shift_right(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:
@@ -49,7 +50,7 @@ class EncoderDecoderModel(LmforgeModel):
             if input_ids is None:
                 raise InputError("give input_ids (or encoder_hidden_states) to an encoder-decoder model")
             encoder_hidden_states = self.encode(input_ids, attention_mask)  # (B, S, d)
-        if self.task == "embedding":
+        if self.head.encoder_only:
             return self.finish(encoder_hidden_states, attention_mask, None, encoder_hidden=encoder_hidden_states)
         if decoder_input_ids is None:
             if labels is None:

@@ -1,8 +1,8 @@
 """Multi-head attention, self or cross, through one scaled_dot_product_attention call.
 
 Grouped-query attention: `n_kv_heads` key/value heads each serve n_heads / n_kv_heads query heads
-(1 = multi-query); the cache stores key/value heads only. Rotary positions, when given, rotate
-queries and keys after the optional per-head q/k norm (Qwen3) and before the cache.
+(1 = multi-query); the cache stores key/value heads only. Queries and keys may be normalised per head
+(Qwen3) and then rotated by their positions (rotary) before keys are cached.
 """
 
 from __future__ import annotations
@@ -13,62 +13,66 @@ from torch import nn
 
 from .cache import KVCache
 from .norms import RMSNorm
-from .rotary import rotate
 
 
 class Attention(nn.Module):
-    """q, fused kv and output projections around `F.scaled_dot_product_attention`.
+    """q, fused kv and output projections (plain `nn.Linear`s, so adapters can wrap them) around
+    `F.scaled_dot_product_attention`.
 
     Self-attention reads keys/values from `x` (and appends them to the cache when one is given);
     cross-attention reads them from `context`, computing them once per encoded input when cached.
+    Keys/values have `n_kv_heads` heads (default `n_heads`); the cache is sized by them.
+    `rotary`, when set, is a module `(q, k, position_ids) -> (q, k)` that rotates queries and new keys
+    by their positions before keys are cached; models whose positions are added to the embeddings
+    (learned, sinusoidal) or to the scores (T5's relative bias) leave it None.
+    `qk_norm_eps`: an RMSNorm over each query and key head (with this epsilon) before the rotation.
+    `out_bias` (default `bias`): whether the output projection has a bias (Qwen2: q/k/v do, o does not).
     """
 
     def __init__(self, d_model: int, n_heads: int, d_head: int, bias: bool, dropout: float,
-                 scale: bool, cross: bool = False, n_kv_heads: int | None = None, out_bias: bool | None = None,
-                 qk_norm_eps: float | None = None):
+                 scale: bool, cross: bool = False, n_kv_heads: int | None = None,
+                 rotary: nn.Module | None = None, out_bias: bool | None = None, qk_norm_eps: float | None = None):
         super().__init__()
         self.n_heads, self.d_head, self.cross = n_heads, d_head, cross
-        self.n_kv_heads = n_kv_heads or n_heads
+        self.n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         self.q = nn.Linear(d_model, n_heads * d_head, bias=bias)
         self.kv = nn.Linear(d_model, 2 * self.n_kv_heads * d_head, bias=bias)
         self.o = nn.Linear(n_heads * d_head, d_model, bias=bias if out_bias is None else out_bias)
         self.q_norm = RMSNorm(d_head, qk_norm_eps) if qk_norm_eps is not None else None
         self.k_norm = RMSNorm(d_head, qk_norm_eps) if qk_norm_eps is not None else None
+        self.rotary = rotary
         self.dropout = dropout
         self.scale = None if scale else 1.0  # None: SDPA's default 1/sqrt(d_head)
 
-    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:  # (B, T, H*D) -> (B, H, T, D)
-        return x.unflatten(-1, (heads, self.d_head)).transpose(1, 2)
+    def _heads(self, x: torch.Tensor, n_heads: int) -> torch.Tensor:  # (B, T, H*D) -> (B, H, T, D)
+        return x.unflatten(-1, (n_heads, self.d_head)).transpose(1, 2)
 
-    def _keys_values(self, source: torch.Tensor, rotary) -> tuple[torch.Tensor, torch.Tensor]:
+    def _keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k, v = self.kv(source).chunk(2, dim=-1)  # 2 x (B, S, Hkv*D)
         k = self._heads(k, self.n_kv_heads)  # (B, Hkv, S, D)
-        if self.k_norm is not None:
-            k = self.k_norm(k)
-        if rotary is not None:
-            k = rotate(k, *rotary)
-        return k, self._heads(v, self.n_kv_heads)
+        return (k if self.k_norm is None else self.k_norm(k)), self._heads(v, self.n_kv_heads)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 context: torch.Tensor | None = None, cache: KVCache | None = None,
-                layer: int = 0, rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                layer: int = 0, position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, T, d_model); context: (B, S, d_model) for cross-attention; mask: bool or additive
-        float, broadcastable to (B, H, T, S); rotary: cos, sin (B|1, 1, T, rotary_dim) of the new tokens'
-        positions. Returns (B, T, d_model)."""
+        float, broadcastable to (B, H, T, S); position_ids: (B|1, T) positions of the new tokens (per
+        row, so rows of one batch may sit at different positions), read by `rotary`.
+        Returns (B, T, d_model)."""
         q = self._heads(self.q(x), self.n_heads)  # (B, H, T, D)
         if self.q_norm is not None:
             q = self.q_norm(q)
-        if rotary is not None:
-            q = rotate(q, *rotary)
         if self.cross:
             if cache is not None and cache.cross[layer] is not None:
                 k, v = cache.cross[layer]
             else:
-                k, v = self._keys_values(context, None)  # (B, Hkv, S, D)
+                k, v = self._keys_values(context)  # (B, Hkv, S, D)
                 if cache is not None:
                     cache.cross[layer] = (k, v)
         else:
-            k, v = self._keys_values(x, rotary)  # (B, Hkv, T, D)
+            k, v = self._keys_values(x)  # (B, Hkv, T, D)
+            if self.rotary is not None:
+                q, k = self.rotary(q, k, position_ids)
             if cache is not None:
                 k, v = cache.append(layer, k, v)  # (B, Hkv, past+T, D)
         out = F.scaled_dot_product_attention(

@@ -17,15 +17,18 @@ from .norms import make_norm
 class Block(nn.Module):
     """Residual sublayers. Pre-norm: x + f(norm(x)) (GPT-2, T5). Post-norm: norm(x + f(x)) (BERT, BART)."""
 
-    def __init__(self, config: ModelConfig, cross: bool, window: int | None = None):
+    def __init__(self, config: ModelConfig, cross: bool, window: int | None = None, rotary: nn.Module | None = None):
+        """`window`: this layer's sliding attention window (None: all earlier tokens); `rotary`: the stack's
+        rotary position module, shared by the self-attention of every block."""
         super().__init__()
         c = config
-        self.window = window  # this layer's sliding attention window (None: all earlier tokens)
+        self.window = window
 
         def attention(is_cross: bool) -> Attention:
             return Attention(c.d_model, c.n_heads, c.head_dim, c.use_qkv_bias, c.attention_dropout,
                              c.scale_attention, cross=is_cross, n_kv_heads=c.kv_heads, out_bias=c.use_out_bias,
-                             qk_norm_eps=c.norm_eps if c.qk_norm else None)
+                             qk_norm_eps=c.norm_eps if c.qk_norm else None,
+                             rotary=None if is_cross else rotary)
 
         self.pre_norm = c.norm_placement == "pre"
         self.self_attn = attention(False)
@@ -47,11 +50,12 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, layer: int = 0,
-                rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """x: (B, T, d_model) -> (B, T, d_model). context: encoder output (B, S, d_model); rotary: cos, sin
-        of the new tokens' positions."""
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d_model) -> (B, T, d_model). context: encoder output (B, S, d_model).
+        position_ids: (B|1, T) positions of the new tokens, for position-aware attention (rotary)."""
         x = self._residual(x, self.attn_norm,
-                           lambda h: self.self_attn(h, mask, is_causal, cache=cache, layer=layer, rotary=rotary))
+                           lambda h: self.self_attn(h, mask, is_causal, cache=cache, layer=layer,
+                                                    position_ids=position_ids))
         if self.cross_attn is not None:
             x = self._residual(x, self.cross_norm,
                                lambda h: self.cross_attn(h, context_mask, context=context, cache=cache, layer=layer))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 
-def padding_mask(key_mask: torch.Tensor | None) -> torch.Tensor | None:
+def key_padding_mask(key_mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B, S) 1/0 key mask -> (B, 1, 1, S) bool, or None when there is nothing to mask."""
     if key_mask is None:
         return None
@@ -23,7 +23,7 @@ def self_attention_mask(query_len: int, key_mask: torch.Tensor | None, causal: b
     """
     key_len = past_len + query_len
     if not causal:
-        return _never_empty(padding_mask(key_mask)), False
+        return _never_empty(key_padding_mask(key_mask)), False
     if window is not None and window >= key_len:
         window = None  # no key is old enough to fall out of the window
     if key_mask is None and window is None:
@@ -38,7 +38,7 @@ def self_attention_mask(query_len: int, key_mask: torch.Tensor | None, causal: b
         mask = mask & (query_pos - key_pos < window)
     mask = mask[None, None]  # (1, 1, T, S)
     if key_mask is not None:
-        mask = mask & padding_mask(key_mask)  # (B, 1, T, S)
+        mask = mask & key_padding_mask(key_mask)  # (B, 1, T, S)
     return _never_empty(mask), False
 
 

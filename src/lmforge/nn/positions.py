@@ -17,6 +17,14 @@ def position_ids_from_mask(key_mask: torch.Tensor) -> torch.Tensor:
     return (key_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def new_position_ids(key_mask: torch.Tensor | None, past: int, length: int, device: torch.device) -> torch.Tensor:
+    """Positions of `length` new tokens after `past` cached ones: (B, T) counted per row from the
+    (B, past+T) key mask (rows of a padded batch may sit at different positions), or (1, T) without one."""
+    if key_mask is not None:
+        return position_ids_from_mask(key_mask)[:, past:]  # (B, T)
+    return torch.arange(past, past + length, device=device)[None]  # (1, T)
+
+
 class LearnedPositions(nn.Module):
     """A learned table of `max_positions + offset` rows; position p reads row p + offset
     (BART and RoBERTa keep 2 unused rows first)."""

@@ -68,14 +68,26 @@ def _yarn(c: ModelConfig, dim: int, original: int) -> tuple[torch.Tensor, float]
 
 
 class RotaryEmbedding(nn.Module):
-    """cos and sin tables for given positions; owned by the stack and shared by its layers."""
+    """Rotates queries and keys by their positions: the `rotary` module of `Attention`. Owned by the stack
+    and shared by its layers; the cos/sin tables of one forward pass are computed once, by the first layer."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         inv_freq, self.attention_scaling = inverse_frequencies(config)
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (rotary_dim / 2,)
+        self._last: tuple[torch.Tensor, torch.dtype, tuple[torch.Tensor, torch.Tensor]] | None = None
 
-    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """q (B, H, T, D), k (B, Hkv, T, D), position_ids (B|1, T) -> rotated q and k."""
+        if self._last is not None and self._last[0] is position_ids and self._last[1] == q.dtype:
+            cos, sin = self._last[2]  # the same positions as the previous layer's
+        else:
+            cos, sin = self.tables(position_ids, q.dtype)
+            self._last = (position_ids, q.dtype, (cos, sin))
+        return rotate(q, cos, sin), rotate(k, cos, sin)
+
+    def tables(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """position_ids (B|1, T) -> cos, sin (B|1, 1, T, rotary_dim), computed in float32 then cast."""
         angles = position_ids[..., None].float() * self.inv_freq.float()  # (B, T, rotary_dim / 2)
         angles = torch.cat((angles, angles), dim=-1)[:, None]  # (B, 1, T, rotary_dim)
@@ -85,6 +97,7 @@ class RotaryEmbedding(nn.Module):
         return cos.to(dtype), sin.to(dtype)
 
     def _apply(self, fn, *args, **kwargs):  # keep the frequencies in float32 under .half() / .to(bf16)
+        self._last = None
         inv_freq = self.inv_freq
         result = super()._apply(fn, *args, **kwargs)
         self.inv_freq = inv_freq.to(self.inv_freq.device)

@@ -11,9 +11,9 @@ from ..config import ModelConfig
 from ..errors import InputError
 from .block import Block
 from .cache import KVCache
-from .masks import padding_mask, self_attention_mask, with_bias
+from .masks import key_padding_mask, self_attention_mask, with_bias
 from .norms import make_norm
-from .positions import LearnedPositions, RelativePositionBias, SinusoidalPositions, position_ids_from_mask
+from .positions import LearnedPositions, RelativePositionBias, SinusoidalPositions, new_position_ids
 from .rotary import RotaryEmbedding
 
 
@@ -44,7 +44,8 @@ class Stack(nn.Module):
                                                       bidirectional=not causal)
         self.token_types = nn.Embedding(c.type_vocab_size, c.d_model) if c.type_vocab_size else None
         self.embed_norm = make_norm(c.norm, c.d_model, c.norm_eps) if c.embedding_norm else None
-        self.blocks = nn.ModuleList(Block(c, cross, c.window_of(i) if causal else None) for i in range(n_layers))
+        self.blocks = nn.ModuleList(Block(c, cross, c.window_of(i) if causal else None, self.rotary)
+                                    for i in range(n_layers))
         self.final_norm = make_norm(c.norm, c.d_model, c.norm_eps) if c.final_norm else None
         self.dropout = nn.Dropout(c.dropout)
 
@@ -61,16 +62,9 @@ class Stack(nn.Module):
             raise InputError(f"attention_mask has shape {tuple(key_mask.shape)} but ({batch}, {past + length}) "
                              "was expected (batch, cached + new tokens)")
         x = embeds * self.embed_scale if self.embed_scale != 1.0 else embeds
-        rotary = None
-        if self.positions is not None or self.rotary is not None:
-            if key_mask is not None:
-                position_ids = position_ids_from_mask(key_mask)[:, past:]  # (B, T)
-            else:
-                position_ids = torch.arange(past, past + length, device=embeds.device)[None]  # (1, T)
-            if self.positions is not None:
-                x = x + self.positions(position_ids)
-            else:
-                rotary = self.rotary(position_ids, x.dtype)  # cos, sin (B|1, 1, T, rotary_dim)
+        position_ids = new_position_ids(key_mask, past, length, embeds.device)  # (B|1, T)
+        if self.positions is not None:
+            x = x + self.positions(position_ids)
         if self.token_types is not None:
             if token_type_ids is None:
                 token_type_ids = torch.zeros(batch, length, dtype=torch.long, device=embeds.device)
@@ -81,11 +75,11 @@ class Stack(nn.Module):
 
         masks = {window: self._self_mask(length, key_mask, past, window, x)
                  for window in {block.window for block in self.blocks}}  # built once per distinct window
-        cross_mask = padding_mask(context_mask)
+        cross_mask = key_padding_mask(context_mask)
 
         for index, block in enumerate(self.blocks):
             mask, is_causal = masks[block.window]
-            x = block(x, mask, is_causal, context, cross_mask, cache, index, rotary)
+            x = block(x, mask, is_causal, context, cross_mask, cache, index, position_ids)
         if cache is not None:
             cache.advance(length)
         if self.final_norm is not None:

@@ -5,7 +5,8 @@ from .callbacks import BestCheckpoint, Callback
 from .carbon import DEFAULT_COUNTRY, EnergyMeter, EnergyReading
 from .distributed import Distributed
 from .settings import TrainSettings, read_run_file
-from .trainer import Trainer, TrainingError, count_tokens, default_loss, seed_everything
+from ..seeding import seed_everything
+from .trainer import Trainer, TrainingError, count_tokens, default_loss
 
 __all__ = ["Trainer", "TrainSettings", "TrainingError", "Callback", "BestCheckpoint", "EnergyMeter",
            "EnergyReading", "Distributed", "DEFAULT_COUNTRY", "read_run_file", "count_tokens", "default_loss",

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..nn.block import Block
+
 
 @dataclass
 class Distributed:
@@ -94,8 +96,6 @@ class Distributed:
             return model
         if fsdp:
             from torch.distributed.fsdp import fully_shard
-
-            from ..nn.block import Block
 
             for module in model.modules():
                 if isinstance(module, Block):  # each Transformer block is one shard unit

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..config import ModelConfig
+from ..data import CausalLM, MaskedLM, ResumableSampler, SpanCorruption, TextInfilling, pretraining_batches, pretraining_windows
 from ..errors import ConfigError, DataError
 from ..tokenizer import Tokenizer
 
@@ -26,8 +27,6 @@ def default_objective(family: str, tokenizer: Tokenizer) -> str:
 
 def build_objective(name: str, family: str, tokenizer: Tokenizer):
     """The data-layer objective `name` for a model of `family`."""
-    from ..data import CausalLM, MaskedLM, SpanCorruption, TextInfilling
-
     if name not in OBJECTIVE_FAMILY:
         raise ConfigError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVE_FAMILY)}")
     if OBJECTIVE_FAMILY[name] != family:
@@ -71,8 +70,6 @@ class ShardBatches:
 
     def __init__(self, shards, objective, micro_batch: int, seq_len: int, rank: int = 0, world_size: int = 1,
                  seed: int = 0, split: str = "train", shuffle: bool = True):
-        from ..data import ResumableSampler, pretraining_windows
-
         self.shards, self.objective, self.seq_len, self.split = shards, objective, seq_len, split
         count = len(pretraining_windows(shards, objective.window_length(seq_len), split))
         if split != "train":  # evaluation may use a smaller last batch size rather than fail on a small split
@@ -84,8 +81,6 @@ class ShardBatches:
             raise DataError(f"the {split} split of {shards.path} is too small: {error}") from None
 
     def __iter__(self) -> Iterator[dict]:
-        from ..data import pretraining_batches
-
         return pretraining_batches(self.shards, self.objective, self.sampler.batch_size, self.seq_len,
                                    self.sampler, split=self.split)
 

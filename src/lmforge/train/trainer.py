@@ -15,6 +15,7 @@ evaluation batches each time it is called.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from pathlib import Path
@@ -23,15 +24,18 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from ..checkpoint.atomic import write_text
+from ..checkpoint.io import WEIGHTS_FILE, load_weights, read_safetensors
 from ..errors import CheckpointError, ConfigError, LmforgeError
-from ..models.base import IGNORE_INDEX
+from ..labels import IGNORE_INDEX
+from ..seeding import seed_everything
 from .callbacks import BestCheckpoint, Callback
 from .carbon import EnergyMeter
 from .distributed import Distributed
 from .metrics_log import MetricsLog
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .settings import TrainSettings
-from .shards import ModelShards
+from .model_shards import ModelShards
 from .state import join_optimizer_state, read_training_state, rng_state, set_rng_state, split_optimizer_state, \
     write_training_checkpoint
 
@@ -53,17 +57,6 @@ def count_tokens(batch: Batch) -> int:
     """Input tokens of a batch: non-padding positions of attention_mask, else every input id."""
     mask = batch.get("attention_mask")
     return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -350,8 +343,6 @@ class Trainer:
 
     def resume(self) -> None:
         """Load checkpoints/last: weights, optimizer, sampler, callbacks, counters and RNG states."""
-        from ..checkpoint.io import load_weights, read_safetensors, WEIGHTS_FILE
-
         path = self.checkpoint_path("last")
         if not (path / "trainer_state.json").is_file():
             raise CheckpointError(f"nothing to resume: {path} holds no training checkpoint; "
@@ -411,10 +402,6 @@ class Trainer:
         return summary
 
     def _write_final(self, summary: dict[str, Any]) -> None:
-        import json
-
-        from ..checkpoint.atomic import write_text
-
         model = self.shards.full_model()
         if not self.dist.is_main:
             self.dist.barrier()

@@ -76,8 +76,8 @@ def match_format(model, model_type: str | None):
 def effective(config, name: str):
     """A field's value as the model uses it (d_head None means d_model // n_heads, no id2label means
     LABEL_0, LABEL_1, ...)."""
-    if name == "id2label" and config.id2label is None:
-        return {i: f"LABEL_{i}" for i in range(config.num_labels)}
+    if name == "id2label":
+        return config.label_names
     return getattr(config, DERIVED.get(name, name))
 
 
@@ -91,7 +91,7 @@ def convert(fmt: HFFormat, model) -> tuple[dict, dict]:
     architecture = fmt.architecture_for(model.task)
     state = to_hf(fmt, model, architecture)
     hf_config = {"model_type": fmt.model_type, "architectures": [architecture], **fmt.from_config(model.config)}
-    if model.task not in ("sequence-classification", "token-classification"):
+    if not model.head.named_classes:
         hf_config.pop("id2label", None), hf_config.pop("label2id", None)
     back = fmt.to_config(ConfigReader(hf_config, f"{fmt.model_type} config"), set(strip_prefix(fmt, state)), model.task)
     differences = [f"{f.name}={getattr(model.config, f.name)!r} (the format gives {getattr(back, f.name)!r})"

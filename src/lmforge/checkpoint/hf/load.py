@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from ...errors import CheckpointError, ConfigError
+from ...models.build import build_model
 from ..io import CONFIG_FILE, read_checkpoint_config
 from .formats import FORMATS
 from .mapping import shorten, strip_prefix, to_lmforge
@@ -27,8 +28,6 @@ def load_hf(path: str | Path, task: str | None = None):
     are initialised and reported with a warning; every other weight must be present and used.
     The folder's tokenizer (tokenizer.json, vocab.txt, vocab.json + merges.txt or spiece.model)
     becomes `model.tokenizer` (None when the folder has none)."""
-    from ...models.build import build_model
-
     path = Path(path)
     config_path = path / CONFIG_FILE
     data = read_checkpoint_config(path)
@@ -56,8 +55,7 @@ def load_hf(path: str | Path, task: str | None = None):
         warnings.warn(f"{path}: weights of another head, not used by the {task} model: {shorten(mapped.unused)}",
                       stacklevel=2)
     model.load_state_dict(mapped.state, strict=False)
-    model.tokenizer = tokenizer
-    return model
+    return model.attach_tokenizer(tokenizer)
 
 
 def generation_eos(folder: Path, eos: int | list[int] | None) -> int | list[int] | None:

@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 from ...config import ModelConfig
 from ...errors import CheckpointError
+from ...labels import label_names
+from ...models.heads import HEADS
 from .rules import Rule
 
 # Hugging Face activation names -> ours, and back (the first HF name of each is what we write).
@@ -98,14 +100,14 @@ class ConfigReader:
 
     def labels(self, task: str) -> dict[str, Any]:
         """num_labels and id2label for classification heads (Hugging Face writes string keys)."""
-        if task not in ("sequence-classification", "token-classification"):
+        if not HEADS[task].named_classes:
             return {}
-        raw = self.get("id2label") or {i: f"LABEL_{i}" for i in range(int(self.get("num_labels", 2)))}
+        raw = label_names(self.get("id2label"), int(self.get("num_labels", 2)))
         id2label = {int(k): str(v) for k, v in raw.items()}
         return {"num_labels": len(id2label), "id2label": id2label}
 
 
 def labels_to_hf(config: ModelConfig) -> dict[str, Any]:
     """id2label / label2id for a classification config, in Hugging Face's spelling."""
-    id2label = config.id2label or {i: f"LABEL_{i}" for i in range(config.num_labels)}
+    id2label = config.label_names
     return {"id2label": {str(k): v for k, v in id2label.items()}, "label2id": {v: k for k, v in id2label.items()}}

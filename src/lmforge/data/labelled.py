@@ -18,7 +18,7 @@ from tokenizers import Tokenizer as Backend
 from ..errors import DataError
 from ..tokenizer import Tokenizer
 from .collate import IGNORE_INDEX
-from .readers import parse_json_line, read_lines
+from ..readers import parse_json_line, read_lines
 
 
 class LabelSet:

@@ -10,6 +10,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..models.build import build_model
+
 
 class ModelShards:
     def __init__(self, model: nn.Module, wrapped: nn.Module, fsdp: bool):
@@ -37,14 +39,12 @@ class ModelShards:
         import torch.distributed as dist
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-        from ..models.build import build_model
-
         state = get_model_state_dict(self.wrapped, options=self._options(cpu_offload=True))
         if dist.get_rank() != 0:
             return self.model
         copy = build_model(self.model.config, self.model.task)
         copy.load_state_dict(state)
-        copy.tokenizer = getattr(self.model, "tokenizer", None)
+        copy.attach_tokenizer(getattr(self.model, "tokenizer", None))
         return copy
 
     def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict:
