@@ -95,8 +95,7 @@ class Stack(nn.Module):
         mask, is_causal = self_attention_mask(length, key_mask, self.causal, past, device, window)
         if self.relative_bias is not None:
             if is_causal:  # the bias must carry the causal mask itself
-                mask, is_causal = self_attention_mask(length, torch.ones(1, past + length, device=device),
-                                                      True, past, device, window)
+                mask, is_causal = self_attention_mask(length, None, True, past, device, window, explicit=True)
             bias = self.relative_bias(length, past + length, past).to(x.dtype)  # (1, H, T, S)
             mask = with_bias(mask, bias)
         return mask, is_causal
