@@ -146,6 +146,7 @@ def train_rank(rank: int, world: int, port: int, fsdp: bool, out: str) -> None:
             dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
 def test_two_processes_train_a_qwen3_like_one(tmp_path, fsdp):
     """GQA, q/k norms and rotary positions under DDP and FSDP (gloo, 2 processes) reach the weights of one process."""
@@ -159,4 +160,10 @@ def test_two_processes_train_a_qwen3_like_one(tmp_path, fsdp):
     one = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
     two = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
     assert one.keys() == two.keys() and any("q_norm" in k for k in one)
-    assert max(float((one[k] - two[k]).abs().max()) for k in one) <= 1e-5
+    start = tiny_llama().state_dict()
+    moved = max(float((one[k] - start[k]).abs().max()) for k in one)
+    # float summation order differs between 1 and 2 processes; Adam turns that rounding noise into steps
+    # of up to ~1e-4 here (RMSNorm's rsqrt amplifies it more than GPT-2's LayerNorm), while training moved
+    # the weights by ~1e-2: a wrong reduction or a rank training on other rows would differ by that much
+    assert moved > 5e-3
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) <= 2e-4
