@@ -15,6 +15,7 @@ import torch
 import lmforge
 from lmforge.checkpoint.hf import export_hf
 from lmforge.errors import CheckpointError
+from test_hf_parity import random_hf_model
 
 transformers = pytest.importorskip("transformers")
 T = transformers
@@ -72,16 +73,6 @@ CASES = [  # (id, HF class, HF config, lmforge task)
     ("qwen3-seqcls", "Qwen3ForSequenceClassification", qwen3(**LABELS), "sequence-classification"),
 ]
 LM_CASES = [c for c in CASES if c[3] == "causal-lm"]
-
-
-def random_hf_model(class_name: str, config):
-    """A random HF model whose norms and biases are perturbed too (so a swapped weight cannot hide)."""
-    torch.manual_seed(0)
-    model = getattr(T, class_name)(config).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.1)
-    return model
 
 
 def left_padded(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,3 +223,18 @@ def test_bad_checkpoints_are_one_line_cli_errors(tmp_path, capsys, change, messa
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("preset, model_type", [("tiny-llama", "llama"), ("tiny-mistral", "mistral"),
+                                                ("tiny-qwen2", "qwen2"), ("tiny-qwen3", "qwen3")])
+def test_presets_export_to_their_model_type(tmp_path, preset, model_type):
+    """A model built from scratch finds the one Hugging Face model type that expresses it, by its fields."""
+    torch.manual_seed(0)
+    model = lmforge.build_model(preset).eval()
+    export_hf(model, tmp_path / "hf")
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == model_type
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ids, mask = left_padded()
+    with torch.no_grad():
+        got = model(ids, attention_mask=mask).logits
+    assert max_difference(got, hf_outputs(reference, "causal-lm", ids, mask), mask) <= TOLERANCE
