@@ -18,17 +18,10 @@ from lmforge.layers import LAYERS, LAZY_IMPORTS
 SRC = Path(__file__).resolve().parents[1] / "src" / "lmforge"
 LAYER_OF = {unit: index for index, (_, units) in enumerate(LAYERS) for unit in units}
 
-# Cycles between top-level units that helper `runs` is removing (issue 18, eval <-> finetune and the
-# commands that import each other's private helpers). Each entry is (importer unit, imported unit,
-# importing module); empty this list once those land.
-ALLOWED_CYCLE_EDGES: set[tuple[str, str]] = {
-    ("eval", "finetune"),  # eval/evaluate.py reuses finetune's batching, model loading and task readers
-    ("finetune", "eval"),  # finetune/run.py computes validation metrics with eval.batch_metrics
-}
-# Units whose function-local imports of lmforge modules helper `runs` is moving to the top of their files
-# while it rewrites them (issue 18: library pretrain(), RunFolder, the commands that only parse and call).
-# Empty this set once those land.
-LOCAL_IMPORTS_PENDING: set[str] = {"commands", "demo", "distill", "eval", "finetune"}
+# Cycles between top-level units allowed for now (importer unit, imported unit): none.
+ALLOWED_CYCLE_EDGES: set[tuple[str, str]] = set()
+# Units whose function-local imports of lmforge modules are tolerated for now: none.
+LOCAL_IMPORTS_PENDING: set[str] = set()
 
 
 def module_name(path: Path) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from .. import load
+from ..checkpoint.hf import export_hf
+from ..checkpoint.output import claim_folder, mark_folder
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -11,6 +15,7 @@ def register(subparsers) -> None:
                     "as a Hugging Face folder that transformers loads.")
     parser.add_argument("src", metavar="SRC", help="checkpoint folder to read")
     parser.add_argument("dst", metavar="DST", help="folder to write (new, or a checkpoint to replace)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint lmforge wrote in DST")
     parser.add_argument("--to", choices=("lmforge", "hf"), default="lmforge", help="format of DST (default lmforge)")
     parser.add_argument("--task", default=None,
                         help="head to load from a Hugging Face SRC (default: from its `architectures`)")
@@ -20,13 +25,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .. import load
-    from ..checkpoint.hf import export_hf
-
+    kind = "hf-checkpoint" if args.to == "hf" else "checkpoint"
+    claim_folder(args.dst, kind, args.overwrite, option="DST")
     model = load(args.src, task=args.task)
     if args.to == "hf":
         export_hf(model, args.dst, model_type=args.model_type)
     else:
         model.save(args.dst, card={"description": f"Converted by lmforge from {args.src}."})
+    mark_folder(args.dst, kind)
     print(f"wrote {args.dst} ({args.to}, {model.config.family} {model.task}, {model.num_parameters():,} parameters)")
     return 0

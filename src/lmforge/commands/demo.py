@@ -1,6 +1,7 @@
 """`lmforge demo`: pretrain, fine-tune, compare with from-scratch and report, in one command."""
 
 from __future__ import annotations
+from ..demo.run import run_demo
 
 
 def register(subparsers) -> None:
@@ -20,8 +21,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..demo.run import run_demo
-
     run_demo(args.out, quick=args.quick, overwrite=args.overwrite, seed=args.seed, with_minilm=not args.no_minilm,
              progress=not args.quiet)
     return 0

@@ -11,13 +11,20 @@ checkpoints/, summary.json, distill.json and final/ (the student, whose card hol
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+
+from .. import load
+from ..distill import LossWeights, distill, format_report, make_student, objective_for, student_config
+from ..distill.sources import labelled_sources, shard_sources
+from ..errors import ConfigError
+from ..train import EnergyMeter, seed_everything
+from ..train.distributed import Distributed
+from ..train.pretrain import settings_for
+from ..train.run_folder import RunFolder
+from .flags import add_energy_flags, add_setting_flags, setting_overrides
 
 
 def register(subparsers) -> None:
-    from .pretrain import add_setting_flags
-
     parser = subparsers.add_parser("distill", help="distil a teacher into a smaller student",
                                    description=__doc__.split("\n\n")[0] + " Training settings come from "
                                    "--run-config (YAML/JSON), then from the flags below.")
@@ -42,7 +49,7 @@ def register(subparsers) -> None:
     parser.add_argument("--speed-batches", type=int, default=20, help="validation batches timed for the report")
     parser.add_argument("--run-config", metavar="FILE", help="training settings as YAML or JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    parser.add_argument("--no-codecarbon", action="store_true", help="estimate energy from wall time only")
+    add_energy_flags(parser, measure_by_default=True)
     parser.add_argument("--device", default=None, help="cpu or cuda:N (default: this rank's GPU, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_setting_flags(parser)
@@ -50,8 +57,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..train.distributed import Distributed
-
     dist = Distributed.from_env(args.device)
     try:
         return _distill(args, dist)
@@ -60,16 +65,9 @@ def run(args) -> int:
 
 
 def _distill(args, dist) -> int:
-    from .. import load
-    from ..distill import LossWeights, distill, format_report, make_student, objective_for, student_config
-    from ..distill.sources import labelled_sources, shard_sources
-    from ..errors import ConfigError
-    from ..train import EnergyMeter, seed_everything
-    from ..train.folders import check_run_folder
-    from .pretrain import _settings
-
     out = Path(args.out)
-    check_run_folder(out, args.overwrite, marker="metrics.jsonl")
+    folder = RunFolder(out, "distill")
+    folder.open(overwrite=args.overwrite)
     weights = LossWeights(args.alpha_ce, args.alpha_hard, args.alpha_cos, args.temperature).validate()
     teacher = load(args.teacher)
     objective = objective_for(teacher.task, args.objective)
@@ -77,7 +75,7 @@ def _distill(args, dist) -> int:
     if weights.alpha_cos and config.d_model != teacher.config.d_model:
         raise ConfigError(f"the student is {config.d_model} wide and the teacher {teacher.config.d_model}, so their "
                           "hidden states cannot be compared; pass --alpha-cos 0")
-    settings = _settings(args, teacher.config)
+    settings = settings_for(teacher.config, args.run_config, setting_overrides(args))
     settings.check_world(dist.world_size)
     if objective == "task" or (objective == "seq2seq" and args.train):
         if not (args.train and args.valid) or args.data:
@@ -96,12 +94,12 @@ def _distill(args, dist) -> int:
     if dist.is_main:
         print(f"student: {config.n_layers} layers from teacher layers {init['layers']}, "
               f"{init['copied']}/{init['total']} tensors copied from the teacher")
-        if out.exists() and args.overwrite:
-            shutil.rmtree(out)
+        folder.start()
     dist.barrier()
-    summary, report = distill(teacher, student, sources, settings, weights, out, objective=objective, init=init,
-                              speed_batches=args.speed_batches, dist=dist,
-                              energy=EnergyMeter(use_codecarbon=not args.no_codecarbon), progress=not args.quiet)
+    with folder.refusals_leave_nothing(new=dist.is_main):
+        summary, report = distill(teacher, student, sources, settings, weights, out, objective=objective, init=init,
+                                  speed_batches=args.speed_batches, dist=dist,
+                                  energy=EnergyMeter(args.country, use_codecarbon=args.codecarbon), progress=not args.quiet)
     if dist.is_main:
         print(format_report(report))
         print(f"distilled {summary['steps']:,} steps in {summary['wall_s']:.1f} s; student: {out / 'final'}")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from ..finetune.tasks import TASKS
+from .finetune import add_data_options
+from ..errors import InputError
+from ..eval.evaluate import evaluate
+from .finetune import data_options
 
 
 def register(subparsers) -> None:
-    from ..finetune.tasks import TASKS
-    from .finetune import add_data_options
-
     parser = subparsers.add_parser("evaluate", help="metrics of a checkpoint on a labelled file",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, metavar="DIR", help="an lmforge or Hugging Face checkpoint")
@@ -24,6 +26,7 @@ def register(subparsers) -> None:
                         help="labelled data (seq2seq: SOURCE TARGET files, or one .jsonl)")
     parser.add_argument("--task", choices=list(TASKS), help="default: the task the model's head serves")
     parser.add_argument("--out", metavar="FILE", help="metrics JSON (default: metrics-<data name>.json here)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a metrics file lmforge wrote at --out")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-examples", type=int, metavar="N", help="score N random examples only")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="seq2seq: tokens to generate")
@@ -34,16 +37,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..errors import InputError
-    from ..eval.evaluate import evaluate
-    from .finetune import data_options
-
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = Path(args.out) if args.out else Path(f"metrics-{Path(args.data[0]).stem}.json")
     metrics = evaluate(args.model, args.data, args.task, out=out, batch_size=args.batch_size,
                        data_options=data_options(args), max_examples=args.max_examples,
-                       max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, rouge=args.rouge)
+                       max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, rouge=args.rouge,
+                       overwrite=args.overwrite)
     shown = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
     print(json.dumps(shown, indent=2))
     print(f"metrics written to {out}")

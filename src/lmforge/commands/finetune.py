@@ -11,15 +11,15 @@ loss), finetune.json, metrics.jsonl, summary.json, checkpoints/ and final/ (the 
 
 from __future__ import annotations
 
-SETTING_FLAGS = {"max_steps": int, "batch_size": int, "grad_accum": int, "lr": float, "warmup_steps": int,
-                 "schedule": str, "weight_decay": float, "eval_every": int, "log_every": int, "seed": int,
-                 "precision": str}
+from ..finetune import finetune
+from ..finetune.run import DEFAULT_SETTINGS
+from ..finetune.tasks import TASKS, DataOptions
+from .flags import add_energy_flags, add_setting_flags, setting_overrides
+
+CHOSEN_BY_TASK = ("best_metric", "best_mode", "seq_len")  # finetune's --best-metric and --max-length decide these
 
 
 def register(subparsers) -> None:
-    from ..finetune.run import DEFAULT_SETTINGS
-    from ..finetune.tasks import TASKS
-
     parser = subparsers.add_parser("finetune", help="fine-tune a checkpoint (or train from scratch) on a labelled task",
                                    description=__doc__.split("\n\n")[0])
     start = parser.add_mutually_exclusive_group(required=True)
@@ -38,13 +38,10 @@ def register(subparsers) -> None:
     parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this much wall time")
     parser.add_argument("--best-metric", help="metric that selects model/ (default: accuracy, f1, bleu, eval_loss)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="seq2seq: tokens generated for BLEU")
-    parser.add_argument("--country", help="ISO 3166 alpha-3 grid country for CO2 (default USA)")
-    parser.add_argument("--codecarbon", action="store_true", help="measure energy with codecarbon")
+    add_energy_flags(parser, measure_by_default=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_data_options(parser)
-    settings = parser.add_argument_group("training settings", f"defaults: {DEFAULT_SETTINGS}")
-    for name, kind in SETTING_FLAGS.items():
-        settings.add_argument("--" + name.replace("_", "-"), type=kind, metavar=name.upper())
+    add_setting_flags(parser, "training settings", f"defaults: {DEFAULT_SETTINGS}", exclude=CHOSEN_BY_TASK)
     parser.set_defaults(run=run)
 
 
@@ -61,17 +58,13 @@ def add_data_options(parser) -> None:
 
 def data_options(args):
     """The readers' options from the data-format flags (shared with `lmforge evaluate`)."""
-    from ..finetune.tasks import DataOptions
-
     return DataOptions(max_length=args.max_length, text_field=args.text_field, pair_field=args.pair_field,
                        label_field=args.label_field, source_field=args.source_field,
                        target_field=args.target_field, block_size=args.block_size)
 
 
 def run(args) -> int:
-    from ..finetune import finetune
-
-    settings = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name) is not None}
+    settings = setting_overrides(args, exclude=CHOSEN_BY_TASK)
     result = finetune(args.task, args.train, args.valid, out=args.out, checkpoint=args.checkpoint,
                       preset=args.preset, from_scratch=args.from_scratch, tokenizer=args.tokenizer,
                       settings=settings, data_options=data_options(args), max_train_examples=args.max_train_examples,

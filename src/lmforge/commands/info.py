@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from .. import build_model, load, presets
 
 
 def register(subparsers) -> None:
@@ -15,8 +16,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .. import build_model, load, presets
-
     if Path(args.target).exists():
         model = load(args.target)
         source = str(args.target)

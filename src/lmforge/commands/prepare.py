@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ..data.corpus import prepare_corpus
+from ..tokenizer import Tokenizer
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("prepare", help="tokenize a corpus into token shards for pretraining",
@@ -12,6 +15,7 @@ def register(subparsers) -> None:
     parser.add_argument("--tokenizer", required=True, metavar="DIR",
                         help="a folder with tokenizer.json (or a checkpoint folder)")
     parser.add_argument("--out", required=True, metavar="DIR")
+    parser.add_argument("--overwrite", action="store_true", help="replace token shards lmforge wrote in --out")
     parser.add_argument("--blank-line-docs", action="store_true",
                         help="a blank line separates documents in .txt files (default: one document per file)")
     parser.add_argument("--text-field", default="text", help="JSONL field holding the text")
@@ -23,12 +27,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..data.corpus import prepare_corpus
-    from ..tokenizer import Tokenizer
-
     index = prepare_corpus(args.inputs, Tokenizer.load(args.tokenizer), args.out,
                            blank_line_docs=args.blank_line_docs, text_field=args.text_field,
-                           valid_fraction=args.valid_fraction, errors=args.errors, progress=not args.quiet)
+                           valid_fraction=args.valid_fraction, errors=args.errors, progress=not args.quiet,
+                           overwrite=args.overwrite)
     megabytes = index["source_bytes"] / 1e6
     print(f"wrote {args.out}: {index['documents']:,} documents, {index['train']['tokens']:,} train + "
           f"{index['valid']['tokens']:,} valid tokens ({index['dtype']}), "

@@ -9,6 +9,8 @@ import warnings
 from contextlib import contextmanager
 
 from ..errors import InputError
+from ..infer.options import GenerationOptions
+from ..infer.pipelines import pipeline
 
 
 def add_common(parser, batch_size: int = 8) -> None:
@@ -42,8 +44,6 @@ def add_generation_flags(parser, max_new_tokens: int) -> None:
 def generation_overrides(args, tokenizer) -> dict:
     """Generation options from the decoding flags (checked; unset ones left out); an unknown --stop
     token is an InputError."""
-    from ..infer.options import GenerationOptions
-
     stop_ids = []
     for token in args.stop:
         index = tokenizer.token_to_id(token)
@@ -68,8 +68,6 @@ def read_texts(args) -> list[str]:
 
 
 def make_pipeline(task: str, args, **kwargs):
-    from ..infer.pipelines import pipeline
-
     return pipeline(task, model=args.model, truncation=not args.no_truncate, batch_size=args.batch_size, **kwargs)
 
 
@@ -80,7 +78,6 @@ def print_json(record: dict) -> None:
 @contextmanager
 def warnings_on_stderr(command: str):
     """Library warnings (e.g. truncation) as one line each: `lmforge COMMAND: warning: ...`."""
-
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"lmforge {command}: warning: {message}", file=sys.stderr, flush=True)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from ..checkpoint.atomic import atomic_folder
+from ..checkpoint.output import claim_folder, mark_folder
 from ..errors import DataError
+from ..tokenizer import SPECIAL_ROLES, train_tokenizer
 
 
 def register(subparsers) -> None:
@@ -16,6 +19,7 @@ def register(subparsers) -> None:
     train.add_argument("--kind", required=True, choices=["bpe", "wordpiece", "unigram"])
     train.add_argument("--vocab-size", type=int, required=True, help="tokens in total, special tokens included")
     train.add_argument("--out", required=True, metavar="DIR")
+    train.add_argument("--overwrite", action="store_true", help="replace a tokenizer lmforge wrote in --out")
     train.add_argument("--min-frequency", type=int, default=2, help="BPE/WordPiece: rarest pair or word kept")
     train.add_argument("--lowercase", action="store_true", help="lower-case text first (BERT uncased)")
     train.add_argument("--special", action="append", default=[], metavar="ROLE=TOKEN",
@@ -28,21 +32,20 @@ def register(subparsers) -> None:
 
 
 def run_train(args) -> int:
-    from ..checkpoint.atomic import atomic_folder
-    from ..tokenizer import SPECIAL_ROLES, train_tokenizer
-
     specials = {}
     for item in args.special:
         role, _, token = item.partition("=")
         if role not in SPECIAL_ROLES or not token:
             raise DataError(f"--special {item!r} must be ROLE=TOKEN with ROLE one of {', '.join(SPECIAL_ROLES)}")
         specials[role] = token
+    claim_folder(args.out, "tokenizer", args.overwrite)
     tokenizer = train_tokenizer(args.kind, args.vocab_size, args.inputs, specials=specials,
                                 min_frequency=args.min_frequency, lowercase=args.lowercase, show_progress=True,
                                 text_options={"blank_line_docs": args.blank_line_docs,
                                               "text_field": args.text_field, "errors": args.errors})
     with atomic_folder(args.out) as tmp:
         tokenizer.save(tmp)
+        mark_folder(tmp, "tokenizer")
     roles = ", ".join(f"{role} {token}" for role, token in tokenizer.specials.items())
     print(f"wrote {args.out}/tokenizer.json: {args.kind}, {tokenizer.vocab_size:,} tokens ({roles}), "
           f"hash {tokenizer.fingerprint}")

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..checkpoint.atomic import atomic_folder
+from ..checkpoint.output import claim_folder, mark_folder
 from ..errors import DataError
 from ..tokenizer import Tokenizer
 from ..readers import Document, expand_inputs, iter_documents
@@ -45,11 +46,13 @@ def separator_id(tokenizer: Tokenizer) -> int | None:
 
 def prepare_corpus(inputs: Iterable[str | Path], tokenizer: Tokenizer, out: str | Path, *,
                    blank_line_docs: bool = False, text_field: str = "text", valid_fraction: float = 0.01,
-                   errors: str = "strict", progress: bool = True) -> dict:
+                   errors: str = "strict", progress: bool = True, overwrite: bool = False) -> dict:
     """Tokenize `inputs` (files/folders of .txt, .jsonl, .gz) into token shards at `out`; return the index.
 
     Streams: documents are read, encoded about 1 MB at a time with the tokenizer's multi-threaded
-    `encode_batch`, and appended to the shard files, so memory does not grow with the corpus."""
+    `encode_batch`, and appended to the shard files, so memory does not grow with the corpus. `out` must be
+    new or empty, or (with `overwrite`) token shards lmforge wrote before."""
+    claim_folder(out, "shards", overwrite)
     if not 0.0 <= valid_fraction < 1.0:
         raise DataError(f"valid fraction must be in [0, 1), got {valid_fraction}")
     files = expand_inputs(inputs)
@@ -95,6 +98,7 @@ def prepare_corpus(inputs: Iterable[str | Path], tokenizer: Tokenizer, out: str 
         }
         (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
         tokenizer.save(tmp / "tokenizer")
+        mark_folder(tmp, "shards")
     return index
 
 

@@ -26,13 +26,23 @@ from typing import Any
 import torch
 
 from ..checkpoint.atomic import write_text
+from ..checkpoint.output import claim_folder, folder_kind, mark_folder
 from ..errors import ConfigError
 from ..seeding import seed_everything
 from ..train.metrics_log import MetricsLog
 from .report import plot_curves, terminal_table, write_html
 from .stdlib_corpus import build_task
+from ..data import TokenShards, prepare_corpus
+from ..finetune import DataOptions, finetune
+from ..eval.evaluate import evaluate
+from ..tokenizer import train_tokenizer
+from .. import presets
+from ..models import build_model
+from ..train import EnergyMeter, TrainSettings, seed_everything
+from ..train.pretrain import shard_trainer
+from ..train.result import RunCard
+from ..train.pretraining import ShardSources, build_objective, fit_config_to_tokenizer, masked_lm_loss
 
-MARKER = ".lmforge-demo"  # written first; with it and without summary.json, a folder is an interrupted demo
 
 
 @dataclass(frozen=True)
@@ -60,18 +70,13 @@ class DemoBudget:
 
 def prepare_out(out: Path, overwrite: bool) -> None:
     """Refuse a folder holding anything but an earlier demo; an interrupted demo is started over cleanly."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder for the demo")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER).exists():
-            raise ConfigError(f"{out} is not empty and is not a demo folder; choose a new folder")
-        if (out / "summary.json").exists() and not overwrite:
-            raise ConfigError(f"{out} holds a finished demo; pass --overwrite to run it again there, or choose "
-                              "another folder")
-        shutil.rmtree(out)
+    interrupted = folder_kind(out) == "demo" and not (out / "summary.json").exists()
+    hint = f"{out} holds a finished demo; pass --overwrite to run it again there, or choose another folder"
     try:
+        if claim_folder(out, "demo", overwrite or interrupted, exists_hint=hint):
+            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / MARKER).write_text("written by lmforge demo\n", encoding="utf-8")
+        mark_folder(out, "demo")
     except PermissionError:
         raise ConfigError(f"cannot write to {out} (permission denied); choose a folder you can write to") from None
 
@@ -99,10 +104,6 @@ def _phase(name: str, say) -> float:
 def run_demo(out: str | Path, quick: bool = False, overwrite: bool = False, seed: int = 0,
              with_minilm: bool = True, say=print, progress: bool = True) -> dict[str, Any]:
     """Run the whole experiment into `out`; return the summary (also written to out/summary.json)."""
-    from ..data import TokenShards, prepare_corpus
-    from ..finetune import DataOptions, finetune
-    from ..eval.evaluate import evaluate
-    from ..tokenizer import train_tokenizer
 
     out = Path(out)
     prepare_out(out, overwrite)
@@ -171,11 +172,6 @@ def run_demo(out: str | Path, quick: bool = False, overwrite: bool = False, seed
 
 def pretrain_encoder(shards, budget: DemoBudget, out: Path, seed: int, progress: bool) -> dict[str, Any]:
     """Masked-LM pretraining of a small BERT on the prepared shards; returns cost, losses and the curve."""
-    from .. import presets
-    from ..models import build_model
-    from ..train import EnergyMeter, Trainer, TrainSettings, seed_everything
-    from ..train.pretraining import ShardBatches, build_objective, fit_config_to_tokenizer, masked_lm_loss
-
     tokenizer = shards.tokenizer
     config = presets.bert_like(d_model=budget.d_model, n_heads=4, n_layers=budget.n_layers,
                                d_ff=4 * budget.d_model, max_positions=budget.seq_len, name="demo-bert")
@@ -190,16 +186,11 @@ def pretrain_encoder(shards, budget: DemoBudget, out: Path, seed: int, progress:
                              eval_every=max(steps // 7, 1), eval_batches=8, save_every=0, log_every=max(steps // 35, 1),
                              seed=seed)
 
-    def train_batches(micro: int, rank: int, world: int):
-        return ShardBatches(shards, objective, micro, settings.seq_len, rank, world, seed=seed)
-
-    def eval_batches():
-        return ShardBatches(shards, objective, budget.batch_size, settings.seq_len, split="valid", shuffle=False)
-
-    card = {"objective": "masked language modelling (15%, 80/10/10)", "training_type": "pre-training",
-            "data": "Python standard-library docstrings", "description": "The lmforge demo's pretrained encoder."}
-    trainer = Trainer(model, settings, train_batches, eval_batches, out_dir=out, card=card, loss_fn=masked_lm_loss,
-                      energy=EnergyMeter(use_codecarbon=True), progress=progress)
+    card = RunCard("pre-training", objective="masked language modelling (15%, 80/10/10)",
+                   data="Python standard-library docstrings", description="The lmforge demo's pretrained encoder.")
+    sources = ShardSources(shards, objective, settings.seq_len, seed)
+    trainer = shard_trainer(model, sources, settings, out, eval_batch_size=budget.batch_size, card=card,
+                            loss_fn=masked_lm_loss, energy=EnergyMeter(use_codecarbon=True), progress=progress)
     initial = trainer.evaluate()
     summary = trainer.fit()
     records = MetricsLog(out / "metrics.jsonl").read()

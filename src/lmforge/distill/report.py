@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..finetune.scoring import batch_metrics
 from ..labels import IGNORE_INDEX
+from .losses import _unwrapped as unwrap
 
 QUALITY_NAME = {"sequence-classification": "accuracy", "token-classification": "entity F1",
                 "masked-lm": "masked-token accuracy", "causal-lm": "next-token accuracy",
@@ -57,11 +59,9 @@ class Quality:
 @torch.no_grad()
 def score(model: nn.Module, batches: Iterable[dict]) -> dict[str, float]:
     """{"accuracy": the quality score (see the module docstring), "loss": mean loss} of `model` over
-    labelled `batches`, in eval mode. Classifiers are scored by lmforge.eval.evaluate.batch_metrics."""
+    labelled `batches`, in eval mode. Classifiers are scored by lmforge.finetune.scoring.batch_metrics."""
     inner = _unwrapped(model)
     if inner.task in FINETUNE_TASKS:
-        from ..eval.evaluate import batch_metrics
-
         task, key = FINETUNE_TASKS[inner.task]
         metrics = batch_metrics(inner, task, batches)
         return {"accuracy": metrics[key], "loss": metrics["eval_loss"]}
@@ -86,8 +86,6 @@ def quality_eval_fn():
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:
-    from .losses import _unwrapped as unwrap
-
     return unwrap(model)
 
 

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..data import TokenShards
 from ..errors import ConfigError, DataError
+from ..train.pretraining import ShardSources, build_objective, default_objective
+from ..data import LabelSet, read_classification, read_conll, read_parallel
+from .data import ExampleBatches
 
 OBJECTIVE_TASKS = {"mlm": ("masked-lm",), "clm": ("causal-lm",), "seq2seq": ("seq2seq-lm",),
                    "task": ("sequence-classification", "token-classification")}
@@ -47,21 +51,16 @@ def shard_sources(teacher, data: str | Path, seq_len: int, seed: int) -> Sources
     """Pretraining-style batches from prepared token shards, with the objective of the teacher's family
     (the masks drawn per batch are shared by teacher and student). The shards must have been prepared
     with the teacher's tokenizer."""
-    from ..data import TokenShards
-    from ..train.pretraining import ShardBatches, build_objective, default_objective
-
     shards = TokenShards(data)
     tokenizer = _tokenizer(teacher)
     shards.check_tokenizer(tokenizer)
     name = default_objective(teacher.config.family, tokenizer)
-    objective = build_objective(name, teacher.config.family, tokenizer)
-    if len(shards.valid) < objective.window_length(seq_len):
+    sources = ShardSources(shards, build_objective(name, teacher.config.family, tokenizer), seq_len, seed)
+    if not sources.has_valid:
         raise DataError(f"{data} has no validation split long enough for one sequence of {seq_len} tokens; prepare "
                         "it with a validation fraction (the report measures the student on it)")
-    return Sources(
-        train=lambda micro, rank, world: ShardBatches(shards, objective, micro, seq_len, rank, world, seed=seed),
-        valid=lambda batch: ShardBatches(shards, objective, batch, seq_len, split="valid", shuffle=False),
-        description=f"{Path(data).name} ({len(shards.train):,} train tokens, objective {name})")
+    return Sources(train=sources.train, valid=sources.valid,
+                   description=f"{Path(data).name} ({len(shards.train):,} train tokens, objective {name})")
 
 
 def labelled_sources(teacher, train: str | Path, valid: str | Path, unlabelled: str | Path | None = None,
@@ -70,8 +69,6 @@ def labelled_sources(teacher, train: str | Path, valid: str | Path, unlabelled: 
     files (sequence classification), CoNLL files (token classification) or JSONL source/target pairs
     (seq2seq). `unlabelled` text lines (classification) join training with labels -100: they teach
     through the soft targets only."""
-    from ..data import LabelSet, read_classification, read_conll, read_parallel
-    from .data import ExampleBatches
 
     tokenizer = _tokenizer(teacher)
     task = teacher.task

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from ..models.build import build_model
 
 BLOCK_KEY = re.compile(r"^(encoder|decoder)\.blocks\.(\d+)\.(.+)$")
 
@@ -73,8 +74,6 @@ def make_student(teacher: nn.Module, config: ModelConfig) -> tuple[nn.Module, di
     block i of each student stack from the teacher block `layer_choice` picks, everything else
     (embeddings, positions, norms, pooler, head) by name. Returns (student, {"layers": {stack: [...]},
     "copied": n, "total": n}); weights whose shape differs (a narrower --student-config) stay random."""
-    from ..models.build import build_model
-
     student = build_model(config, teacher.task)
     student.attach_tokenizer(teacher.tokenizer)
     depth = {"encoder": config.n_layers, "decoder": config.decoder_layers}

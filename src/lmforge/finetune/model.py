@@ -14,6 +14,10 @@ from ..checkpoint.folder import load
 from ..models import FAMILY_TASKS
 from ..tokenizer import SPECIALS_FILE, Tokenizer
 from .tasks import task_spec
+from ..checkpoint.hf import load_hf_tokenizer
+from .. import presets
+from ..train.pretraining import fit_config_to_tokenizer
+from ..models.build import build_model
 
 
 @dataclass
@@ -50,7 +54,6 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
         raise DataError(f"tokenizer folder {folder} does not exist; give a folder with tokenizer.json")
     if (folder / SPECIALS_FILE).is_file():
         return Tokenizer.load(folder)
-    from ..checkpoint.hf import load_hf_tokenizer
 
     tokenizer = load_hf_tokenizer(folder)
     if tokenizer is None:
@@ -96,8 +99,6 @@ def resolve_source(checkpoint: str | Path | object | None = None, preset: str | 
         where = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "the given model"
         model = load_model(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
         return Source(model, model.config, tok or require_tokenizer(model, where), where)
-    from .. import presets
-    from ..train.pretraining import fit_config_to_tokenizer
 
     if tok is None:
         raise ConfigError(f"--preset {preset} --from-scratch needs a tokenizer: pass --tokenizer DIR (for a fair "
@@ -112,7 +113,6 @@ def build_task_model(task: str, source: Source, labels: LabelSet | None = None,
     `from_scratch`, every checkpoint tensor the new model shares (name and shape) is copied; a head that
     cannot be reused (another task, other labels) is newly initialised. `labels` (classify, tag) become
     the head's size and the config's `id2label`."""
-    from ..models.build import build_model
 
     spec, config, where = task_spec(task), source.config, source.where
     if spec.head not in FAMILY_TASKS[config.family]:

@@ -13,15 +13,16 @@ and finetune.json (the run: task, starting point, data, settings, metrics, time,
 from __future__ import annotations
 
 import json
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import ConfigError
 from ..train import BestCheckpoint, Callback, EnergyMeter, Trainer, TrainSettings, seed_everything
-from ..train.folders import check_run_folder
+from ..checkpoint.atomic import write_text
+from ..train.result import RunCard, TrainResult, training_card
+from ..train.run_folder import RunFolder
+from .scoring import batch_metrics
 from .batching import LengthGroupedBatches, sorted_batches
 from .model import build_task_model, load_model, resolve_source
 from .tasks import DataOptions, read_task_data, subset, task_spec
@@ -109,7 +110,9 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     budget for a pretrained and a from-scratch arm). `best_metric` overrides the task's (accuracy, f1, bleu,
     eval_loss). Returns a `FinetuneResult`; `out` must be new or empty unless `overwrite`."""
     spec = task_spec(task)
-    out = _prepare_folder(Path(out), overwrite)
+    folder = RunFolder(out, "finetune")
+    folder.open(overwrite=overwrite)
+    out = folder.path
     options = data_options or DataOptions()
     settings = _settings(settings)
     metric = best_metric or spec.metric
@@ -131,8 +134,6 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
         return sorted_batches(valid_examples, max(settings.batch_size, 32), padding)
 
     def eval_fn(forward_model, batches, trainer):
-        from ..eval.evaluate import batch_metrics
-
         scores = batch_metrics(trainer.model, task, batches, max_new_tokens=max_new_tokens)
         return {k: v for k, v in scores.items() if isinstance(v, (int, float))}
 
@@ -147,16 +148,17 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
            "train_examples": len(train_examples), "valid_examples": len(valid_examples or []),
            "labels": labels.names if labels is not None else None, "settings": settings.to_dict(),
            "patience": patience, "time_budget_s": time_budget_s}
-    card = {"training_type": "fine-tuning", "objective": f"{task} ({spec.head})",
-            "data": f"{', '.join(run['train'])} ({len(train_examples):,} examples)",
-            "description": f"Fine-tuned by `lmforge finetune` for {task} from {run['checkpoint'] or preset}"
-                           f"{' (random weights)' if from_scratch else ''}."}
+    card = RunCard(training_type="fine-tuning", objective=f"{task} ({spec.head})",
+                   data=f"{', '.join(run['train'])} ({len(train_examples):,} examples)",
+                   description=f"Fine-tuned by `lmforge finetune` for {task} from {run['checkpoint'] or preset}"
+                               f"{' (random weights)' if from_scratch else ''}.")
     trainer = Trainer(model, settings, train_batches, eval_batches if valid_examples else None, out_dir=out,
                       eval_fn=eval_fn, callbacks=callbacks, card=card, progress=progress,
-                      energy=EnergyMeter(country or "USA", use_codecarbon=use_codecarbon))
-    started = time.perf_counter()
-    summary = trainer.fit()
-    return _finish(out, trainer, summary, run, card, time.perf_counter() - started)
+                      energy=EnergyMeter(country, use_codecarbon=use_codecarbon))
+    folder.start()
+    with folder.refusals_leave_nothing(new=True):
+        result = trainer.fit()
+    return _finish(out, trainer, result, run, card)
 
 
 def _settings(settings: TrainSettings | dict | None) -> TrainSettings:
@@ -167,47 +169,22 @@ def _settings(settings: TrainSettings | dict | None) -> TrainSettings:
     return TrainSettings.from_dict(values)
 
 
-def _prepare_folder(out: Path, overwrite: bool) -> Path:
-    check_run_folder(out, overwrite, marker=RUN_FILE)
-    if out.is_dir() and any(out.iterdir()):
-        shutil.rmtree(out)  # an earlier fine-tuning run, and --overwrite was given
-    return out
-
-
-def _finish(out: Path, trainer: Trainer, summary: dict, run: dict, card: dict, wall: float) -> FinetuneResult:
+def _finish(out: Path, trainer: Trainer, result: TrainResult, run: dict, card: RunCard) -> FinetuneResult:
     """Save the best checkpoint (else the last) as out/model with a fine-tuning card, and write finetune.json."""
-    from ..checkpoint.atomic import write_text
-
     best = next((c for c in trainer.callbacks if isinstance(c, BestCheckpoint)), None)
     chosen = out / "checkpoints" / ("best" if best is not None and best.best is not None else "last")
-    metrics = dict(trainer.last_eval)
-    if best is not None and best.best_step is not None:
-        metrics = next((r for r in _records(out) if r.get("step") == best.best_step and best.metric in r), metrics)
-        metrics = {k: v for k, v in metrics.items() if k != "step"}
-    model = load_model(chosen)
-    compute = {"wall time": f"{wall:.1f} s", "energy": f"{summary['energy_kwh']:.6f} kWh ({summary['energy_source']})",
-               "CO2": f"{summary['co2_kg']:.6f} kg CO2eq"}
-    facts = {**card, "steps": summary["steps"], "compute": compute, "metrics": metrics or None,
-             "co2_eq_emissions": {"emissions": summary["co2_kg"] * 1000.0, "source": summary["energy_source"],
-                                  "training_type": "fine-tuning"}}
-    facts.pop("training_type")
-    model.save(out / MODEL_DIR, card=facts)
-    result = FinetuneResult(metrics=metrics, model_path=out / MODEL_DIR, best_step=best.best_step if best else None,
-                            steps=summary["steps"], wall_s=wall, energy_kwh=summary["energy_kwh"],
-                            co2_kg=summary["co2_kg"], energy_source=summary["energy_source"], summary=summary,
-                            starting_point=run["starting_point"])
-    record = {**run, "best_step": result.best_step, "metrics": metrics, "steps": result.steps,
-              "stopped_early": summary.get("stopped_early"), "wall_s": round(wall, 3),
-              "energy_kwh": result.energy_kwh, "co2_kg": result.co2_kg, "energy_source": result.energy_source,
-              "model": str(result.model_path)}
+    metrics = dict(best.best_metrics) if best is not None and best.best_step is not None else dict(trainer.last_eval)
+    load_model(chosen).save(out / MODEL_DIR, card=training_card(card, result, metrics))
+    summary = result.summary()
+    finished = FinetuneResult(metrics=metrics, model_path=out / MODEL_DIR, best_step=best.best_step if best else None,
+                              steps=result.steps, wall_s=result.wall_s, energy_kwh=result.energy_kwh,
+                              co2_kg=result.co2_kg, energy_source=result.energy_source, summary=summary,
+                              starting_point=run["starting_point"])
+    record = {**run, "best_step": finished.best_step, "metrics": metrics, "steps": result.steps,
+              "stopped_early": result.stopped_early, "wall_s": summary["wall_s"], "energy_kwh": result.energy_kwh,
+              "co2_kg": result.co2_kg, "energy_source": result.energy_source, "model": str(finished.model_path)}
     write_text(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
-    return result
-
-
-def _records(out: Path) -> list[dict]:
-    path = out / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if path.is_file() else []
+    return finished
 
 
 def _name(checkpoint) -> str | None:

@@ -18,6 +18,7 @@ import numpy as np
 from ..data import LabelSet, TaskData, read_classification, read_conll, read_parallel
 from ..errors import ConfigError, DataError
 from ..tokenizer import Tokenizer
+from ..data import iter_texts, pack
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,6 @@ def read_task_data(task: str, files: Sequence[str | Path], tokenizer: Tokenizer,
 
 def _read_text_blocks(files: list[Path], tokenizer: Tokenizer, options: DataOptions) -> TaskData:
     """Causal-LM examples: the files' documents, each followed by EOS, packed into blocks of block_size."""
-    from ..data import iter_texts, pack
-
     texts = list(iter_texts(files, text_field=options.text_field, errors=options.errors))
     separator = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.sep_id
     blocks = [block.tolist() for block in pack(tokenizer.encode_batch(texts, add_special_tokens=False),

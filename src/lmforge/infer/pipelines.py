@@ -81,9 +81,7 @@ class FeatureExtraction(Pipeline):
             hidden = self.model.encode(batch.input_ids, batch.attention_mask)  # (B, T, d)
             return sentence_embedding(hidden, batch.attention_mask)
         out = self.model(batch.input_ids, attention_mask=batch.attention_mask)
-        if self.model.task == "embedding":
-            return out.logits  # (B, d), already pooled and normalised
-        return sentence_embedding(out.hidden_states, batch.attention_mask)  # (B, d)
+        return sentence_embedding(out.hidden_states, batch.attention_mask)  # (B, d), what the embedding head gives
 
     def _batch(self, texts: list[str]) -> list[list[float]]:
         return self._vectors(texts).float().tolist()

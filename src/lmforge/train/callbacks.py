@@ -15,8 +15,16 @@ class Callback:
     def on_evaluate(self, trainer, metrics: dict[str, float]) -> None:
         """After an evaluation; `metrics` holds `step` and the evaluation hook's values."""
 
-    def on_train_end(self, trainer, summary: dict[str, Any]) -> None:
-        """After the final checkpoint and summary are written."""
+    def on_train_end(self, trainer, result) -> None:
+        """After the final checkpoint and summary are written (`result`: the TrainResult)."""
+
+    def final_metrics(self, trainer) -> dict[str, float]:
+        """Metrics this callback adds to the result, summary.json and the final model card."""
+        return {}
+
+    def card_facts(self, trainer) -> dict[str, Any]:
+        """`RunCard` fields this callback sets on the final model card (e.g. a description)."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -33,6 +41,7 @@ class BestCheckpoint(Callback):
         self.metric, self.mode = metric, mode
         self.best: float | None = None
         self.best_step: int | None = None
+        self.best_metrics: dict[str, float] = {}  # the evaluation that set `best` (without `step`)
 
     def improves(self, value: float) -> bool:
         if not math.isfinite(value):
@@ -45,11 +54,14 @@ class BestCheckpoint(Callback):
         value = metrics.get(self.metric)
         if value is not None and self.improves(float(value)):
             self.best, self.best_step = float(value), int(metrics["step"])
-            trainer.save_checkpoint("best", metrics={k: v for k, v in metrics.items() if k != "step"})
+            self.best_metrics = {k: v for k, v in metrics.items() if k != "step"}
+            trainer.save_checkpoint("best", metrics=self.best_metrics)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "best": self.best, "best_step": self.best_step}
+        return {"metric": self.metric, "best": self.best, "best_step": self.best_step,
+                "best_metrics": self.best_metrics}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("metric") == self.metric:
             self.best, self.best_step = state.get("best"), state.get("best_step")
+            self.best_metrics = state.get("best_metrics", {})

@@ -56,11 +56,16 @@ def _call_with_timeout(function, timeout_s: float):
     return box.get("value")
 
 
+def grid_country(country: str | None) -> str:
+    """The ISO 3166 alpha-3 code of the electricity grid: `country`, or DEFAULT_COUNTRY when not given."""
+    return (country or DEFAULT_COUNTRY).upper()
+
+
 class EnergyMeter:
     """start() when training starts, stop() when it ends; stop() always returns an `EnergyReading`."""
 
-    def __init__(self, country: str = DEFAULT_COUNTRY, use_codecarbon: bool = True, timeout_s: float = TIMEOUT_S):
-        self.country = country.upper()
+    def __init__(self, country: str | None = None, use_codecarbon: bool = True, timeout_s: float = TIMEOUT_S):
+        self.country = grid_country(country)
         self.use_codecarbon = use_codecarbon
         self.timeout_s = timeout_s
         self.tracker = None

@@ -89,3 +89,22 @@ class ShardBatches:
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
+
+
+class ShardSources:
+    """The Trainer's batch factories for one objective over prepared shards: `train(micro, rank, world)`
+    and `valid(batch_size)` (a fresh, unshuffled pass over the validation split)."""
+
+    def __init__(self, shards, objective, seq_len: int, seed: int = 0):
+        self.shards, self.objective, self.seq_len, self.seed = shards, objective, seq_len, seed
+
+    def train(self, micro_batch: int, rank: int = 0, world_size: int = 1) -> ShardBatches:
+        return ShardBatches(self.shards, self.objective, micro_batch, self.seq_len, rank, world_size, seed=self.seed)
+
+    def valid(self, batch_size: int) -> ShardBatches:
+        return ShardBatches(self.shards, self.objective, batch_size, self.seq_len, split="valid", shuffle=False)
+
+    @property
+    def has_valid(self) -> bool:
+        """Whether the validation split holds at least one sequence."""
+        return len(self.shards.valid) >= self.objective.window_length(self.seq_len)

@@ -15,6 +15,7 @@ evaluation batches each time it is called.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -33,6 +34,7 @@ from .callbacks import BestCheckpoint, Callback
 from .carbon import EnergyMeter
 from .distributed import Distributed
 from .metrics_log import MetricsLog
+from .result import RunCard, TrainResult, checkpoint_card, training_card
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .settings import TrainSettings
 from .model_shards import ModelShards
@@ -65,7 +67,7 @@ class Trainer:
     def __init__(self, model: nn.Module, settings: TrainSettings, batches: Callable[[int, int, int], Iterable[Batch]],
                  eval_batches: Callable[[], Iterable[Batch]] | None = None, *, loss_fn: LossFn | None = None,
                  eval_fn: EvalFn | None = None, out_dir: str | Path | None = None,
-                 callbacks: Iterable[Callback] = (), card: dict | None = None, dist: Distributed | None = None,
+                 callbacks: Iterable[Callback] = (), card: RunCard | dict | None = None, dist: Distributed | None = None,
                  fsdp: bool = False, energy: EnergyMeter | None = None, progress: bool = True):
         self.settings = settings.validate()
         self.dist = dist or Distributed()
@@ -84,7 +86,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         if self.out_dir is not None and eval_batches is not None:
             self.callbacks.append(BestCheckpoint(settings.best_metric, settings.best_mode))
-        self.card = dict(card or {})
+        self.card = RunCard.of(card)
         self.energy = energy or EnergyMeter(use_codecarbon=False)
         self.progress = progress
         self.log = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir else Path("-"),
@@ -109,9 +111,9 @@ class Trainer:
         return self.out_dir / "checkpoints" / name
 
     # ---- the loop ----------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> dict[str, Any]:
+    def fit(self, resume: bool = False) -> TrainResult:
         """Train to `settings.max_steps` (continuing from checkpoints/last when `resume`), then write
-        the final checkpoint and summary. Returns the summary."""
+        the final checkpoint and summary.json. Returns the `TrainResult`."""
         if resume:
             self.resume()
         else:
@@ -333,8 +335,7 @@ class Trainer:
         state, tensors = self.trainer_state()
         model = self.shards.full_model()
         if self.dist.is_main:
-            card = {**self.card, "steps": self.step, "tokens": self.tokens,
-                    "metrics": metrics or self.last_eval or None}
+            card = checkpoint_card(self.card, self.step, self.tokens, metrics or self.last_eval)
             write_training_checkpoint(path, model, card, state, tensors)
         self.dist.barrier()
         if name == "last":
@@ -375,7 +376,7 @@ class Trainer:
 
         return tqdm(total=self.settings.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
 
-    def _finish(self, wall: float, segment: float) -> dict[str, Any]:
+    def _finish(self, wall: float, segment: float) -> TrainResult:
         reading = self.energy.stop()
         kwh, kg = self.dist.sum([reading.kwh, reading.kg_co2])
         # Segments interrupted before this one were not measured to their end: they are counted
@@ -383,42 +384,30 @@ class Trainer:
         if self.elapsed_before > 0 and segment > 0:
             scale = self.elapsed_before / segment
             kwh, kg = kwh * (1 + scale), kg * (1 + scale)
-        summary = {
-            "steps": self.step, "tokens": self.tokens, "wall_s": round(wall, 3),
-            "tokens_per_s": self.tokens / max(wall, 1e-9),
-            "flops_per_s": 6.0 * self.n_params * self.tokens / max(wall, 1e-9),
-            "parameters": self.n_params, "world_size": self.dist.world_size,
-            "energy_kwh": kwh, "co2_kg": kg, "energy_source": reading.source, "country": reading.country,
-            "skipped_nonfinite": self.skipped, **{k: v for k, v in self.last_eval.items()},
-        }
-        if self.stop_reason is not None:
-            summary["stopped_early"] = self.stop_reason
-        if self.energy.problem:
-            summary["energy_note"] = self.energy.problem
-        if self.out_dir is not None:
-            self._write_final(summary)
         for callback in self.callbacks:
-            callback.on_train_end(self, summary)
-        return summary
+            self.last_eval.update(callback.final_metrics(self))
+        result = TrainResult(
+            steps=self.step, tokens=self.tokens, wall_s=wall, tokens_per_s=self.tokens / max(wall, 1e-9),
+            flops_per_s=6.0 * self.n_params * self.tokens / max(wall, 1e-9), parameters=self.n_params,
+            world_size=self.dist.world_size, energy_kwh=kwh, co2_kg=kg, energy_source=reading.source,
+            country=reading.country, skipped_nonfinite=self.skipped, metrics=dict(self.last_eval),
+            stopped_early=self.stop_reason, energy_note=self.energy.problem or None, hardware=_hardware(self.dist))
+        if self.out_dir is not None:
+            self._write_final(result)
+        for callback in self.callbacks:
+            callback.on_train_end(self, result)
+        return result
 
-    def _write_final(self, summary: dict[str, Any]) -> None:
+    def _write_final(self, result: TrainResult) -> None:
         model = self.shards.full_model()
         if not self.dist.is_main:
             self.dist.barrier()
             return
-        card = {**self.card, "steps": self.step, "tokens": f"{self.tokens:,}",
-                "compute": {"wall time": f"{summary['wall_s']:.1f} s", "tokens/s": f"{summary['tokens_per_s']:,.0f}",
-                            "achieved FLOP/s (6ND)": f"{summary['flops_per_s']:.3g}",
-                            "energy": f"{summary['energy_kwh']:.6f} kWh ({summary['energy_source']})",
-                            "CO2": f"{summary['co2_kg']:.6f} kg CO2eq ({summary['country']})"},
-                "metrics": self.last_eval or None,
-                "co2_eq_emissions": {"emissions": summary["co2_kg"] * 1000.0, "source": summary["energy_source"],
-                                     "training_type": self.card.get("training_type", "pre-training"),
-                                     "geographical_location": summary["country"],
-                                     "hardware_used": _hardware(self.dist)}}
-        card.pop("training_type", None)
-        model.save(self.out_dir / "final", card=card)
-        write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        run = self.card
+        for callback in self.callbacks:
+            run = dataclasses.replace(run, **callback.card_facts(self))
+        model.save(self.out_dir / "final", card=training_card(run, result))
+        write_text(self.out_dir / "summary.json", json.dumps(result.summary(), indent=2) + "\n")
         self.dist.barrier()
 
 
