@@ -19,13 +19,7 @@ import numpy as np
 import pytest
 
 from finetune_helpers import labelled_files
-from lmforge.data.corpus import prepare_corpus
-from lmforge.tokenizer import train_tokenizer
-from test_train_resume import ROOT, write_corpus
-
-ARCH = {"family": "decoder", "vocab_size": 300, "d_model": 32, "n_heads": 4, "n_layers": 2, "d_ff": 64,
-        "max_positions": 64}
-
+from test_train_resume import ROOT, shards  # noqa: F401 (the shared corpus fixture)
 
 def lmforge(*args, check_ok: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
@@ -49,15 +43,9 @@ def refused(done: subprocess.CompletedProcess, *words: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("corpus")
-    write_corpus(folder / "corpus.txt")
-    tokenizer = train_tokenizer("bpe", 300, [folder / "corpus.txt"])
-    tokenizer.save(folder / "tok")
-    prepare_corpus([folder / "corpus.txt"], tokenizer, folder / "shards", blank_line_docs=True,
-                   valid_fraction=0.05, progress=False)
-    (folder / "arch.json").write_text(json.dumps(ARCH))
-    return folder
+def corpus(shards) -> Path:
+    """A small corpus (corpus.txt), its BPE tokenizer (tok/), shards and a tiny decoder (arch.json)."""
+    return shards
 
 
 def pretrain_args(corpus: Path, out: Path, *extra) -> list:

@@ -13,14 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import load
-from ..distill import LossWeights, distill, format_report, make_student, objective_for, student_config
-from ..distill.sources import labelled_sources, shard_sources
-from ..errors import ConfigError
-from ..train import EnergyMeter, seed_everything
+from ..distill import LossWeights, format_report
+from ..distill.job import DistillRequest, distill_teacher
 from ..train.distributed import Distributed
-from ..train.pretrain import settings_for
-from ..train.run_folder import RunFolder
 from .flags import add_energy_flags, add_setting_flags, setting_overrides
 
 
@@ -57,50 +52,20 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    request = DistillRequest(teacher=args.teacher, data=args.data, train=args.train, valid=args.valid,
+                             unlabelled=args.unlabelled, objective=args.objective, student_layers=args.student_layers,
+                             student_config=args.student_config, max_length=args.max_length,
+                             weights=LossWeights(args.alpha_ce, args.alpha_hard, args.alpha_cos, args.temperature),
+                             speed_batches=args.speed_batches, run_config=args.run_config,
+                             settings=setting_overrides(args))
     dist = Distributed.from_env(args.device)
     try:
-        return _distill(args, dist)
+        result, report = distill_teacher(args.out, request, overwrite=args.overwrite, dist=dist,
+                                         use_codecarbon=args.codecarbon, country=args.country,
+                                         progress=not args.quiet, say=print if dist.is_main else lambda line: None)
+        if dist.is_main:
+            print(format_report(report))
+            print(f"distilled {result.steps:,} steps in {result.wall_s:.1f} s; student: {Path(args.out) / 'final'}")
     finally:
         dist.close()
-
-
-def _distill(args, dist) -> int:
-    out = Path(args.out)
-    folder = RunFolder(out, "distill")
-    folder.open(overwrite=args.overwrite)
-    weights = LossWeights(args.alpha_ce, args.alpha_hard, args.alpha_cos, args.temperature).validate()
-    teacher = load(args.teacher)
-    objective = objective_for(teacher.task, args.objective)
-    config = student_config(teacher.config, args.student_layers, args.student_config)
-    if weights.alpha_cos and config.d_model != teacher.config.d_model:
-        raise ConfigError(f"the student is {config.d_model} wide and the teacher {teacher.config.d_model}, so their "
-                          "hidden states cannot be compared; pass --alpha-cos 0")
-    settings = settings_for(teacher.config, args.run_config, setting_overrides(args))
-    settings.check_world(dist.world_size)
-    if objective == "task" or (objective == "seq2seq" and args.train):
-        if not (args.train and args.valid) or args.data:
-            raise ConfigError(f"objective {objective} reads labelled files: give --train FILE and --valid FILE "
-                              "(not --data)")
-        sources = labelled_sources(teacher, args.train, args.valid, args.unlabelled, args.max_length, settings.seed)
-    else:
-        if not args.data or args.train or args.valid:
-            raise ConfigError(f"objective {objective} reads prepared token shards: give --data DIR (from "
-                              "`lmforge prepare` with the teacher's tokenizer), not --train/--valid")
-        if args.unlabelled:
-            raise ConfigError("--unlabelled is for task distillation; put the text into the prepared shards")
-        sources = shard_sources(teacher, args.data, settings.seq_len, settings.seed)
-    seed_everything(settings.seed)
-    student, init = make_student(teacher, config)
-    if dist.is_main:
-        print(f"student: {config.n_layers} layers from teacher layers {init['layers']}, "
-              f"{init['copied']}/{init['total']} tensors copied from the teacher")
-        folder.start()
-    dist.barrier()
-    with folder.refusals_leave_nothing(new=dist.is_main):
-        summary, report = distill(teacher, student, sources, settings, weights, out, objective=objective, init=init,
-                                  speed_batches=args.speed_batches, dist=dist,
-                                  energy=EnergyMeter(args.country, use_codecarbon=args.codecarbon), progress=not args.quiet)
-    if dist.is_main:
-        print(format_report(report))
-        print(f"distilled {summary['steps']:,} steps in {summary['wall_s']:.1f} s; student: {out / 'final'}")
     return 0

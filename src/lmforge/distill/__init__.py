@@ -5,6 +5,7 @@ student  the teacher's architecture with fewer layers, initialised from evenly s
 sources  the objective the teacher's head allows (mlm | clm | seq2seq | task) and its batches
 report   parameters, throughput and quality, student / teacher, measured on this machine
 run      `distill()`: the Trainer with the distillation loss, the report written into the model card
+job      `distill_teacher()`: the whole `lmforge distill` job (checks, student, sources, run folder, report)
 """
 
 from .losses import DistillationLoss, LossWeights, cosine_loss, hard_label_loss, soft_target_loss
