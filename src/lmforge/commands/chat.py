@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from ..infer.chat import compile_template
+from ..infer.pipelines import pipeline
 from .textio import add_generation_flags, generation_overrides, warnings_on_stderr
 
 COMMANDS_HELP = "/reset forgets the conversation, /exit (or end of input) quits"
@@ -25,9 +27,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..infer.chat import compile_template
-    from ..infer.pipelines import pipeline
-
     with warnings_on_stderr("chat"):
         chat = pipeline("text-generation", model=args.model)
         tokenizer = chat.model.tokenizer
