@@ -122,8 +122,8 @@ def test_failed_prepare_keeps_the_previous_output(bpe, tmp_path):
     (tmp_path / "a.txt").write_text("good text", encoding="utf-8")
     prepare_corpus([tmp_path / "a.txt"], bpe, tmp_path / "out", progress=False)
     (tmp_path / "b.txt").write_bytes(b"bad \xfe")
-    with pytest.raises(DataError, match="b.txt:1"):
-        prepare_corpus([tmp_path / "b.txt"], bpe, tmp_path / "out", progress=False)
+    with pytest.raises(DataError, match="b.txt:1"):  # replacing earlier shards needs overwrite (issue 19)
+        prepare_corpus([tmp_path / "b.txt"], bpe, tmp_path / "out", progress=False, overwrite=True)
     assert TokenShards(tmp_path / "out").index["documents"] == 1
 
 

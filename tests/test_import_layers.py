@@ -153,12 +153,12 @@ def test_architecture_md_glossary_matches_the_registries():
     from lmforge.finetune.tasks import TASKS as FINETUNE_TASKS
     from lmforge.infer.pipelines import PIPELINES
     from lmforge.models.heads import HEADS
-    from lmforge.train.pretraining import OBJECTIVE_FAMILY
+    from lmforge.data.objectives import OBJECTIVES
 
     rows = {line.split("|")[2].strip(" `"): line.split("|")[3] for line in ARCHITECTURE.splitlines()
             if line.startswith("| ") and "`lmforge." in line}
     for registry, names in (("lmforge.models.heads.HEADS", HEADS), ("lmforge.finetune.tasks.TASKS", FINETUNE_TASKS),
-                            ("lmforge.train.pretraining.OBJECTIVE_FAMILY", OBJECTIVE_FAMILY),
+                            ("lmforge.data.objectives.OBJECTIVES", OBJECTIVES),
                             ("lmforge.distill.sources.OBJECTIVE_TASKS", OBJECTIVE_TASKS),
                             ("lmforge.infer.pipelines.PIPELINES", PIPELINES)):
         assert [n.strip(" `") for n in rows[registry].split(",")] == list(names), registry

@@ -167,8 +167,8 @@ def test_a_run_killed_before_its_first_checkpoint_gets_one_instruction(corpus, t
     assert "from step 0" in resumed.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 400
-    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(steps) and len(steps) == len(set(steps))  # one record per step: the restart's
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 401))  # the restart's records only
 
 
 def test_sigkill_leftovers_are_cleaned_by_a_successful_resume(corpus, tmp_path):

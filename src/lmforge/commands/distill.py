@@ -16,7 +16,7 @@ from pathlib import Path
 from ..distill import LossWeights, format_report
 from ..distill.job import DistillRequest, distill_teacher
 from ..train.distributed import Distributed
-from .flags import add_energy_flags, add_setting_flags, setting_overrides
+from .flags import add_training_run_flags, setting_overrides
 
 
 def register(subparsers) -> None:
@@ -44,10 +44,7 @@ def register(subparsers) -> None:
     parser.add_argument("--speed-batches", type=int, default=20, help="validation batches timed for the report")
     parser.add_argument("--run-config", metavar="FILE", help="training settings as YAML or JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    add_energy_flags(parser, measure_by_default=True)
-    parser.add_argument("--device", default=None, help="cpu or cuda:N (default: this rank's GPU, else cpu)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_setting_flags(parser)
+    add_training_run_flags(parser)
     parser.set_defaults(run=run)
 
 

@@ -50,3 +50,12 @@ def add_energy_flags(parser, measure_by_default: bool) -> None:
                         help=f"measure energy with codecarbon, or estimate it from wall time only (default: {default})")
     parser.add_argument("--country", default=None,
                         help=f"ISO 3166 alpha-3 country of the electricity grid for CO2 (default {DEFAULT_COUNTRY})")
+
+
+def add_training_run_flags(parser) -> None:
+    """What every command that trains on torchrun-able processes takes: energy, --device, --quiet and one
+    flag per training setting."""
+    add_energy_flags(parser, measure_by_default=True)
+    parser.add_argument("--device", default=None, help="cpu or cuda:N (default: this rank's GPU, else cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_setting_flags(parser)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..train.distributed import Distributed
 from ..train.pretrain import PretrainRequest, describe, pretrain
 from ..train.pretraining import OBJECTIVE_FAMILY
-from .flags import add_energy_flags, add_setting_flags, setting_overrides
+from .flags import add_training_run_flags, setting_overrides
 
 
 def register(subparsers) -> None:
@@ -32,11 +32,8 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the pretraining run already in --out")
     parser.add_argument("--vocab-from-data", action="store_true",
                         help="set the model's vocab_size to the data tokenizer's size")
-    add_energy_flags(parser, measure_by_default=True)
     parser.add_argument("--fsdp", action="store_true", help="shard the model with FSDP under torchrun")
-    parser.add_argument("--device", default=None, help="cpu or cuda:N (default: this rank's GPU, else cpu)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_setting_flags(parser)
+    add_training_run_flags(parser)
     parser.set_defaults(run=run)
 
 

@@ -27,6 +27,9 @@ class CausalLM:
     each followed by the separator (eos), so a window is a packed block; `pack` does the same for documents
     held in memory."""
 
+    family = "decoder"  # the model family it trains
+    title = "causal language modelling"  # its name in model cards
+
     def __init__(self, tokenizer: Tokenizer | None = None):
         self.tokenizer = tokenizer
 
@@ -75,6 +78,9 @@ class MaskedLM:
     become [MASK], 10% a random token, 10% stay. Special and pad tokens are never chosen. Labels hold the
     original id at chosen positions and -100 elsewhere. `whole_word` chooses whole words (all their
     sub-tokens) until the count is reached, never exceeding it."""
+
+    family = "encoder"  # the model family it trains
+    title = "masked language modelling (15%, 80/10/10)"  # its name in model cards
 
     def __init__(self, tokenizer: Tokenizer, probability: float = 0.15, whole_word: bool = False,
                  mask_fraction: float = 0.8, random_fraction: float = 0.1):
@@ -139,6 +145,9 @@ class SpanCorruption:
     (3), are dropped from the input; each dropped span becomes one sentinel <extra_id_k> in the input, and
     the target lists every sentinel followed by the span it stands for, then eos. All examples of one
     length give the same input and target lengths."""
+
+    family = "encoder-decoder"  # the model family it trains
+    title = "T5 span corruption"  # its name in model cards
 
     def __init__(self, tokenizer: Tokenizer, noise_density: float = 0.15, mean_span_length: float = 3.0):
         self.tokenizer, self.noise_density, self.mean_span_length = tokenizer, noise_density, mean_span_length
@@ -210,6 +219,9 @@ class TextInfilling:
     token until `mask_ratio` (30%) of the tokens are masked (a zero-length span inserts a mask). With
     `permute_sentences` the sentences of the input are shuffled first. The target is the original text."""
 
+    family = "encoder-decoder"  # the model family it trains
+    title = "BART text infilling"  # its name in model cards
+
     def __init__(self, tokenizer: Tokenizer, mask_ratio: float = 0.3, poisson_lambda: float = 3.0,
                  permute_sentences: bool = False):
         self.tokenizer, self.mask_ratio, self.poisson_lambda = tokenizer, mask_ratio, poisson_lambda
@@ -280,5 +292,5 @@ class TextInfilling:
                 "labels": pad(originals, IGNORE_INDEX)}
 
 
-OBJECTIVES = {"causal-lm": CausalLM, "masked-lm": MaskedLM, "span-corruption": SpanCorruption,
-              "text-infilling": TextInfilling}
+# The one registry of pretraining objectives, by the name `lmforge pretrain --objective` takes.
+OBJECTIVES = {"clm": CausalLM, "mlm": MaskedLM, "span": SpanCorruption, "denoise": TextInfilling}

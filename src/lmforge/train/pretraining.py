@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..config import ModelConfig
-from ..data import CausalLM, MaskedLM, ResumableSampler, SpanCorruption, TextInfilling, pretraining_batches, pretraining_windows
+from ..data import OBJECTIVES, ResumableSampler, pretraining_batches, pretraining_windows
 from ..errors import ConfigError, DataError
 from ..tokenizer import Tokenizer
 
-OBJECTIVE_FAMILY = {"clm": "decoder", "mlm": "encoder", "span": "encoder-decoder", "denoise": "encoder-decoder"}
-OBJECTIVE_NAMES = {"clm": "causal language modelling", "mlm": "masked language modelling (15%, 80/10/10)",
-                   "span": "T5 span corruption", "denoise": "BART text infilling"}
+# views of the one registry, data.OBJECTIVES
+OBJECTIVE_FAMILY = {name: objective.family for name, objective in OBJECTIVES.items()}
+OBJECTIVE_NAMES = {name: objective.title for name, objective in OBJECTIVES.items()}
 
 
 def default_objective(family: str, tokenizer: Tokenizer) -> str:
@@ -32,8 +32,7 @@ def build_objective(name: str, family: str, tokenizer: Tokenizer):
     if OBJECTIVE_FAMILY[name] != family:
         raise ConfigError(f"objective {name} trains a {OBJECTIVE_FAMILY[name]} model, but this model is a {family}; "
                           f"use --objective {', '.join(k for k, v in OBJECTIVE_FAMILY.items() if v == family)}")
-    classes = {"clm": CausalLM, "mlm": MaskedLM, "span": SpanCorruption, "denoise": TextInfilling}
-    return classes[name](tokenizer)
+    return OBJECTIVES[name](tokenizer)
 
 
 def masked_lm_loss(model, batch: dict):
