@@ -1,13 +1,14 @@
 """Greedy generation speed: lmforge `generate` vs Hugging Face `generate` on the same converted model.
 
-Random GPT-2 models (Hugging Face, seeded) are saved, converted with `lmforge.load`, and both
+Random GPT-2 and Llama-shaped (grouped-query attention, rotary, SwiGLU) models (Hugging Face, seeded)
+are saved, converted with `lmforge.load`, and both
 libraries generate exactly `--new-tokens` tokens (no EOS) in float32 on the CPU, at batch 1 and 8.
 Prints tokens/s (new tokens x batch / seconds, best of `--repeats` interleaved runs) and the ratio,
 beside the memory-bound limit (every weight read once per step at the measured read bandwidth), and
 checks the two produced the same tokens.
 
-    python bench/generate.py                 # tiny, small and gpt2 (124M) sizes
-    python bench/generate.py --sizes tiny --repeats 5
+    python bench/generate.py                 # every size below
+    python bench/generate.py --sizes tiny smollm2-135m --repeats 5
 """
 
 from __future__ import annotations
@@ -18,20 +19,27 @@ import time
 
 import torch
 
-SIZES = {  # n_layer, n_embd, n_head
-    "tiny": (2, 128, 4),
-    "small": (6, 384, 6),
-    "gpt2": (12, 768, 12),
+GPT2 = ("GPT2Config", "GPT2LMHeadModel", dict(vocab_size=50257, n_positions=1024))
+LLAMA = ("LlamaConfig", "LlamaForCausalLM", dict(vocab_size=49152, tie_word_embeddings=True))
+SIZES = {  # name: (family, its config fields)
+    "tiny": (GPT2, dict(n_layer=2, n_embd=128, n_head=4)),
+    "small": (GPT2, dict(n_layer=6, n_embd=384, n_head=6)),
+    "gpt2": (GPT2, dict(n_layer=12, n_embd=768, n_head=12)),
+    "llama-tiny": (LLAMA, dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=4, num_key_value_heads=2,
+                               intermediate_size=344)),
+    "smollm2-135m": (LLAMA, dict(  # SmolLM2-135M's shape: 9 query heads sharing 3 key/value heads
+        num_hidden_layers=30, hidden_size=576, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536,
+        rope_parameters={"rope_type": "default", "rope_theta": 100000.0})),
 }
 
 
 def hf_model(size: str):
     import transformers
 
-    layers, width, heads = SIZES[size]
+    (config_class, model_class, defaults), fields = SIZES[size]
     torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=layers, n_embd=width, n_head=heads, vocab_size=50257, n_positions=1024)
-    return transformers.GPT2LMHeadModel(config).eval()
+    config = getattr(transformers, config_class)(**defaults, **fields)
+    return getattr(transformers, model_class)(config).eval()
 
 
 def best_times(fns, repeats: int) -> list[float]:
@@ -85,7 +93,7 @@ def main() -> None:
             hf.save_pretrained(folder)
             ours = lmforge.load(folder).eval()
         for batch in args.batches:
-            prompt = torch.randint(0, 50000, (batch, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
+            prompt = torch.randint(0, 49000, (batch, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
             mask = torch.ones_like(prompt)
             n = args.new_tokens
 
@@ -109,7 +117,7 @@ def main() -> None:
           "HF / limit | lmforge / limit | same tokens |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for size, params, batch, hf_rate, our_rate, same, bound in rows:
-        print(f"| gpt2-{size} (random) | {params / 1e6:.1f}M | {batch} | {hf_rate:,.0f} | {our_rate:,.0f} | "
+        print(f"| {size} (random) | {params / 1e6:.1f}M | {batch} | {hf_rate:,.0f} | {our_rate:,.0f} | "
               f"{our_rate / hf_rate:.2f}x | {bound:,.0f} | {hf_rate / bound:.0%} | {our_rate / bound:.0%} | "
               f"{'yes' if same else 'NO'} |")
 

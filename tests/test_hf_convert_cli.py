@@ -44,6 +44,6 @@ def test_convert_to_hf_refuses_an_architecture_no_format_expresses(tmp_path, cap
 
 def test_convert_names_an_unsupported_model_type(tmp_path, capsys):
     (tmp_path / "hf").mkdir()
-    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "mamba", "architectures": ["MambaForCausalLM"]}))
     assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "out")]) == 2
-    assert "model_type 'llama' is not supported" in capsys.readouterr().err
+    assert "model_type 'mamba' is not supported" in capsys.readouterr().err

@@ -71,9 +71,9 @@ def test_a_pickle_that_is_not_plain_tensors_is_refused(tmp_path):
 
 
 def test_unsupported_model_type(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
-    with pytest.raises(CheckpointError, match=r"config.json: model_type 'llama' is not supported; lmforge converts "
-                                              r"gpt2, bert, roberta, distilbert, bart, t5"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba", "architectures": ["MambaForCausalLM"]}))
+    with pytest.raises(CheckpointError, match=r"config.json: model_type 'mamba' is not supported; lmforge converts "
+                                              r"gpt2, bert, roberta, distilbert, bart, t5, llama, mistral, qwen2, qwen3"):
         lmforge.load(tmp_path)
 
 

@@ -78,8 +78,10 @@ def test_the_cache_is_sized_by_key_value_heads():
     assert cache.keys.shape == (config.n_layers, 2, config.kv_heads, 8, config.head_dim)
     assert model.decoder.blocks[0].self_attn.kv.out_features == 2 * config.kv_heads * config.head_dim
     assert isinstance(model.decoder.blocks[0].self_attn.q, nn.Linear)  # adapters wrap plain Linears
-    with pytest.raises(ConfigError, match="n_kv_heads=2 differs from n_heads=4"):
-        config.replace(n_kv_heads=2)
+    grouped = build_model(config.replace(n_kv_heads=2))  # grouped-query attention: 2 query heads per key/value head
+    assert grouped.new_cache(2, 8).keys.shape == (config.n_layers, 2, 2, 8, config.head_dim)
+    with pytest.raises(ConfigError, match="n_heads=4 is not divisible by n_kv_heads=3"):
+        config.replace(n_kv_heads=3)
 
 
 def test_every_task_is_a_registered_head():

@@ -16,8 +16,8 @@ from .files import describe_os_error
 
 # Each module in lmforge.commands defines `register(subparsers)`, which adds its parser and sets
 # `run=function(args) -> int`. Add a command by adding its module name here.
-COMMANDS = ["info", "tokenizer", "prepare", "convert", "pretrain",
-            "generate", "fill_mask", "classify", "tag", "translate", "embed", "distill", "finetune", "evaluate", "demo", "serve"]
+COMMANDS = ["info", "tokenizer", "prepare", "convert", "pretrain", "generate", "chat",
+            "fill_mask", "classify", "tag", "translate", "embed", "distill", "finetune", "evaluate", "demo", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """`ModelConfig`: the whole architecture of a model as plain data (JSON round-trip).
 
-One dataclass describes GPT-2, BERT, DistilBERT, RoBERTa, BART, T5 and T5 v1.1 exactly: every
-difference between them is a field here, never a branch on a model's name.
+One dataclass describes GPT-2, BERT, DistilBERT, RoBERTa, BART, T5, T5 v1.1, Llama, Mistral, Qwen2
+and Qwen3 exactly: every difference between them is a field here, never a branch on a model's name.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from .files import check_fields, coerce_fields, read_mapping
 from .labels import label_names
 
 FAMILIES = ("decoder", "encoder", "encoder-decoder")
-POSITIONS = ("learned", "sinusoidal", "relative", "none")
+POSITIONS = ("learned", "sinusoidal", "relative", "rotary", "none")
+ROPE_SCALINGS = ("none", "linear", "llama3", "yarn")
 NORMS = ("layer", "rms")
 PLACEMENTS = ("pre", "post")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
@@ -37,7 +38,7 @@ class ModelConfig:
     vocab_size: int = 50257
     d_model: int = 768
     n_heads: int = 12
-    n_kv_heads: int | None = None  # key/value heads (default `n_heads`); fewer would be grouped-query attention
+    n_kv_heads: int | None = None  # key/value heads shared by groups of query heads (GQA, 1 = MQA); None = n_heads
     n_layers: int = 12
     n_decoder_layers: int | None = None
     d_ff: int = 3072
@@ -51,6 +52,25 @@ class ModelConfig:
     relative_buckets: int = 32
     relative_max_distance: int = 128
     type_vocab_size: int = 0  # BERT token types (segments); 0 = none
+    # rotary positions (positions="rotary"), rotated in the half-split layout of Llama checkpoints:
+    # theta, the share of each head's dimensions that rotates, and a frequency scaling
+    # (linear: all frequencies / factor; llama3: low frequencies / factor, smooth in between;
+    # yarn: NTK-by-parts interpolation between rope_beta_fast and rope_beta_slow rotations, with
+    # cos/sin scaled by rope_attention_factor, default 0.1 * ln(factor) + 1)
+    rotary_theta: float = 10000.0
+    rotary_fraction: float = 1.0
+    rope_scaling: str = "none"
+    rope_factor: float = 1.0
+    rope_original_max_positions: int | None = None  # the pretraining length (llama3, yarn); None = max_positions
+    rope_low_freq_factor: float = 1.0  # llama3
+    rope_high_freq_factor: float = 4.0  # llama3
+    rope_beta_fast: float = 32.0  # yarn
+    rope_beta_slow: float = 1.0  # yarn
+    rope_attention_factor: float | None = None  # yarn
+    rope_truncate: bool = True  # yarn: round the correction range to whole dimensions
+    # attention window: layers in `sliding_layers` (None = all) attend to the last `sliding_window` tokens only
+    sliding_window: int | None = None
+    sliding_layers: list[int] | None = None
 
     # normalisation and residual layout
     norm: str = "layer"
@@ -63,6 +83,10 @@ class ModelConfig:
     activation: str = "gelu_tanh"
     gated_mlp: bool = False  # act(x W_gate) * (x W_up), as T5 v1.1
     bias: bool = True  # biases in attention and feed-forward linears (T5: none)
+    qkv_bias: bool | None = None  # q/k/v projections (Qwen2: yes, while o and the MLP have none); None = `bias`
+    out_bias: bool | None = None  # attention output projection; None = `bias`
+    mlp_bias: bool | None = None  # feed-forward linears; None = `bias`
+    qk_norm: bool = False  # an RMSNorm over each head's queries and keys before the rotation (Qwen3)
     scale_attention: bool = True  # divide scores by sqrt(d_head) (T5 folds it into the init)
     scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model)
 
@@ -88,7 +112,7 @@ class ModelConfig:
     # special tokens the model itself must know about
     pad_token_id: int | None = None
     bos_token_id: int | None = None
-    eos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None  # several ids: generation stops on each (Llama 3 chat)
     mask_token_id: int | None = None
     decoder_start_token_id: int | None = None
 
@@ -115,6 +139,35 @@ class ModelConfig:
     def kv_heads(self) -> int:
         """Key/value heads of every attention layer: what the KV cache is sized by."""
         return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def use_qkv_bias(self) -> bool:
+        return self.bias if self.qkv_bias is None else self.qkv_bias
+
+    @property
+    def use_out_bias(self) -> bool:
+        return self.bias if self.out_bias is None else self.out_bias
+
+    @property
+    def use_mlp_bias(self) -> bool:
+        return self.bias if self.mlp_bias is None else self.mlp_bias
+
+    @property
+    def eos_ids(self) -> list[int]:
+        """Every token id that ends a generated sequence (`eos_token_id` may be one id or a list)."""
+        eos = self.eos_token_id
+        return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+
+    @property
+    def rotary_dim(self) -> int:
+        """How many dimensions of each head rotate (even, HF's int(head_dim * partial_rotary_factor))."""
+        return int(self.head_dim * self.rotary_fraction)
+
+    def window_of(self, layer: int) -> int | None:
+        """The attention window of layer `layer` (None: it sees every earlier token)."""
+        if self.sliding_window is None or (self.sliding_layers is not None and layer not in self.sliding_layers):
+            return None
+        return self.sliding_window
 
     @property
     def decoder_layers(self) -> int:
@@ -159,9 +212,20 @@ class ModelConfig:
         else:
             need(isinstance(self.d_head, int) and self.d_head > 0, f"d_head must be a positive integer, got {self.d_head!r}")
         if self.n_kv_heads is not None:
-            need(self.n_kv_heads == self.n_heads,
-                 f"n_kv_heads={self.n_kv_heads} differs from n_heads={self.n_heads}: grouped-query attention "
-                 "is not supported yet; leave n_kv_heads unset")
+            need(isinstance(self.n_kv_heads, int) and self.n_kv_heads > 0,
+                 f"n_kv_heads must be a positive integer, got {self.n_kv_heads!r}")
+            need(self.n_heads % self.n_kv_heads == 0,
+                 f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}; each key/value head "
+                 f"serves a whole group of query heads: choose n_kv_heads dividing n_heads "
+                 f"(e.g. {_divisor_near(self.n_heads, self.n_kv_heads)})")
+        self._validate_rotary(need)
+        if self.sliding_window is not None:
+            need(isinstance(self.sliding_window, int) and self.sliding_window > 0,
+                 f"sliding_window must be a positive integer or null, got {self.sliding_window!r}")
+        if self.sliding_layers is not None:
+            layers = self.decoder_layers if self.is_encoder_decoder else self.n_layers
+            need(all(isinstance(i, int) and 0 <= i < layers for i in self.sliding_layers),
+                 f"sliding_layers must list layer indexes 0..{layers - 1}, got {self.sliding_layers!r}")
         if self.n_decoder_layers is not None:
             need(self.is_encoder_decoder, "n_decoder_layers is only meaningful for family='encoder-decoder'")
             need(self.n_decoder_layers > 0, f"n_decoder_layers must be positive, got {self.n_decoder_layers}")
@@ -187,14 +251,32 @@ class ModelConfig:
                  "id2label keys must be 0..num_labels-1")
             need(len(self.id2label) == self.num_labels,
                  f"id2label has {len(self.id2label)} labels but num_labels={self.num_labels}")
+        need(self.eos_token_id is None or isinstance(self.eos_token_id, (int, list)),
+             f"eos_token_id must be a token id, a list of them or null, got {self.eos_token_id!r}")
         for name in ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id", "decoder_start_token_id"):
             value = getattr(self, name)
-            if value is not None:
-                need(0 <= value < self.vocab_size, f"{name}={value} is outside the vocabulary (size {self.vocab_size})")
+            for token in ([] if value is None else value if isinstance(value, list) else [value]):
+                need(isinstance(token, int) and 0 <= token < self.vocab_size,
+                     f"{name}={value} is outside the vocabulary (size {self.vocab_size})")
         if self.is_encoder_decoder:
             need(self.decoder_start_token_id is not None or self.pad_token_id is not None,
                  "an encoder-decoder needs decoder_start_token_id (or pad_token_id) to start decoding")
         return self
+
+    def _validate_rotary(self, need) -> None:
+        need(self.rope_scaling in ROPE_SCALINGS,
+             f"rope_scaling={self.rope_scaling!r} is not a known rope scaling type; known types: "
+             f"{', '.join(ROPE_SCALINGS)}")
+        need(0.0 < self.rotary_fraction <= 1.0, f"rotary_fraction must be in (0, 1], got {self.rotary_fraction}")
+        if self.positions == "rotary":
+            need(self.rotary_dim >= 2 and self.rotary_dim % 2 == 0,
+                 f"rotary_fraction={self.rotary_fraction} of head size {self.head_dim} rotates {self.rotary_dim} "
+                 "dimensions; it must be an even number >= 2")
+        need(self.rotary_theta > 0, f"rotary_theta must be positive, got {self.rotary_theta}")
+        need(self.rope_factor > 0, f"rope_factor must be positive, got {self.rope_factor}")
+        if self.rope_scaling == "llama3":
+            need(self.rope_high_freq_factor > self.rope_low_freq_factor,
+                 "llama3 rope scaling needs rope_high_freq_factor > rope_low_freq_factor")
 
     # ---- serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -93,6 +93,24 @@ def t5_v1_1_like(**sizes) -> ModelConfig:
                              scale_tied_logits=False), **sizes})
 
 
+def llama_like(**sizes) -> ModelConfig:
+    """Llama and its descendants (Mistral, Qwen2, Qwen3, SmolLM2, TinyLlama): pre-RMSNorm, rotary positions,
+    grouped-query attention, SwiGLU feed-forward, no biases, no dropout; sequence classification reads the
+    last real token."""
+    defaults = dict(
+        family="decoder", positions="rotary", norm="rms", norm_eps=1e-5, norm_placement="pre", final_norm=True,
+        activation="silu", gated_mlp=True, bias=False, tie_embeddings=False, classifier_pool="last",
+        classifier_bias=False, dropout=0.0, attention_dropout=0.0,
+    )
+    return ModelConfig(**{**defaults, **sizes})
+
+
+def qwen_like(**sizes) -> ModelConfig:
+    """Qwen2 / Qwen2.5: Llama with biases on q, k and v, theta 1e6 and the Qwen vocabulary."""
+    return llama_like(**{**dict(vocab_size=151936, qkv_bias=True, rotary_theta=1e6, norm_eps=1e-6,
+                                bos_token_id=151643, eos_token_id=151643), **sizes})
+
+
 # ---- the presets -----------------------------------------------------------------------------------
 
 _PRESETS: dict[str, Callable[[], ModelConfig]] = {
@@ -108,6 +126,21 @@ _PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "t5-small": lambda: t5_like(d_model=512, n_heads=8, n_layers=6, d_ff=2048, d_head=64),
     "t5-base": lambda: t5_like(d_model=768, n_heads=12, n_layers=12, d_ff=3072, d_head=64),
     "t5-v1_1-small": lambda: t5_v1_1_like(d_model=512, n_heads=6, n_layers=8, d_ff=1024, d_head=64),
+    "smollm2-135m": lambda: llama_like(vocab_size=49152, d_model=576, n_heads=9, n_kv_heads=3, n_layers=30,
+                                       d_ff=1536, max_positions=8192, rotary_theta=100000.0, tie_embeddings=True,
+                                       bos_token_id=1, eos_token_id=2),
+    "qwen2.5-0.5b": lambda: qwen_like(d_model=896, n_heads=14, n_kv_heads=2, n_layers=24, d_ff=4864,
+                                      max_positions=32768, tie_embeddings=True),
+    "qwen3-0.6b": lambda: qwen_like(d_model=1024, n_heads=16, n_kv_heads=8, d_head=128, n_layers=28, d_ff=3072,
+                                    max_positions=40960, qkv_bias=False, qk_norm=True, tie_embeddings=True,
+                                    eos_token_id=151645),
+    "tinyllama-1.1b": lambda: llama_like(vocab_size=32000, d_model=2048, n_heads=32, n_kv_heads=4, n_layers=22,
+                                         d_ff=5632, max_positions=2048, bos_token_id=1, eos_token_id=2),
+    "llama-3.2-1b": lambda: llama_like(vocab_size=128256, d_model=2048, n_heads=32, n_kv_heads=8, n_layers=16,
+                                       d_ff=8192, max_positions=131072, rotary_theta=500000.0, rope_scaling="llama3",
+                                       rope_factor=32.0, rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+                                       rope_original_max_positions=8192, tie_embeddings=True,
+                                       bos_token_id=128000, eos_token_id=128001),
     # tiny ones for tests and laptops
     "tiny-gpt2": lambda: gpt2_like(vocab_size=512, d_model=64, n_heads=4, n_layers=2, d_ff=256,
                                    max_positions=128, bos_token_id=0, eos_token_id=0),
@@ -123,6 +156,15 @@ _PRESETS: dict[str, Callable[[], ModelConfig]] = {
                                max_positions=128),
     "tiny-t5-v1_1": lambda: t5_v1_1_like(vocab_size=512, d_model=64, n_heads=4, n_layers=2, d_ff=128,
                                          d_head=16, max_positions=128),
+    "tiny-llama": lambda: llama_like(vocab_size=512, d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=176,
+                                     max_positions=256, bos_token_id=0, eos_token_id=0),
+    "tiny-mistral": lambda: llama_like(vocab_size=512, d_model=64, n_heads=4, n_kv_heads=1, n_layers=2, d_ff=176,
+                                       max_positions=256, sliding_window=32, bos_token_id=0, eos_token_id=0),
+    "tiny-qwen2": lambda: qwen_like(vocab_size=512, d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=176,
+                                    max_positions=256, tie_embeddings=True, bos_token_id=0, eos_token_id=0),
+    "tiny-qwen3": lambda: qwen_like(vocab_size=512, d_model=64, n_heads=4, n_kv_heads=2, d_head=32, n_layers=2,
+                                    d_ff=176, max_positions=256, qkv_bias=False, qk_norm=True, tie_embeddings=True,
+                                    bos_token_id=0, eos_token_id=0),
     "tiny-transformer": lambda: ModelConfig(
         family="encoder-decoder", vocab_size=512, d_model=64, n_heads=4, n_layers=2, d_ff=256,
         max_positions=128, positions="sinusoidal", norm_placement="post", final_norm=False,

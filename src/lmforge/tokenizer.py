@@ -30,8 +30,9 @@ SPECIALS_FILE = "lmforge_tokenizer.json"
 class Tokenizer:
     """Text <-> token ids. `specials` maps a role (pad, unk, bos, eos, mask, cls, sep) to its token string."""
 
-    def __init__(self, backend: Backend, specials: dict[str, str] | None = None):
+    def __init__(self, backend: Backend, specials: dict[str, str] | None = None, chat_template: str | None = None):
         self.backend = backend
+        self.chat_template = chat_template  # Jinja text rendering a conversation as a prompt (chat models)
         self.specials = {role: tok for role, tok in (specials or {}).items() if tok is not None}
         for role, token in self.specials.items():
             if backend.token_to_id(token) is None:
@@ -130,7 +131,8 @@ class Tokenizer:
         folder.mkdir(parents=True, exist_ok=True)
         with naming(folder / "tokenizer.json"):
             self.backend.save(str(folder / "tokenizer.json"))
-        (folder / SPECIALS_FILE).write_text(json.dumps({"specials": self.specials}, indent=2) + "\n", encoding="utf-8")
+        settings = {"specials": self.specials, **({"chat_template": self.chat_template} if self.chat_template else {})}
+        (folder / SPECIALS_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, folder: str | Path) -> "Tokenizer":
@@ -152,20 +154,26 @@ class Tokenizer:
         except Exception as error:  # the tokenizers library raises a plain Exception for bad files
             raise DataError(f"{path} is not a valid tokenizer.json ({error})") from None
         specials_path = path.parent / SPECIALS_FILE
-        specials = _read_specials(specials_path, backend) if specials_path.is_file() else guess_specials(backend)
-        return cls(backend, specials)
+        settings = _read_settings(specials_path, backend) if specials_path.is_file() \
+            else {"specials": guess_specials(backend)}
+        return cls(backend, settings["specials"], settings.get("chat_template"))
 
 
-def _read_specials(path: Path, backend: Backend) -> dict[str, str]:
-    """The role -> token mapping saved next to tokenizer.json, checked against the vocabulary."""
-    specials = read_mapping(path, "tokenizer specials file", DataError).get("specials")
+def _read_settings(path: Path, backend: Backend) -> dict:
+    """The settings saved next to tokenizer.json: the role -> token mapping, checked against the
+    vocabulary, and the chat template when there is one."""
+    settings = read_mapping(path, "tokenizer specials file", DataError)
+    specials = settings.get("specials")
+    template = settings.get("chat_template")
+    if template is not None and not isinstance(template, str):
+        raise DataError(f"{path}: 'chat_template' must be a string; save the tokenizer again")
     if not isinstance(specials, dict) or not all(isinstance(t, str) for t in specials.values()):
         raise DataError(f"{path} needs a 'specials' mapping of role -> token; save the tokenizer again")
     unknown = [t for t in specials.values() if backend.token_to_id(t) is None]
     if unknown:
         raise DataError(f"{path} names special token(s) {', '.join(map(repr, unknown))} that are not in the "
                         "vocabulary; save the tokenizer again")
-    return specials
+    return settings
 
 
 def guess_specials(backend: Backend) -> dict[str, str]:

@@ -54,6 +54,12 @@ def describe(model, source: str) -> str:
         ("feed-forward", f"{'gated ' if c.gated_mlp else ''}{c.activation}"),
         ("head", head_description(model)),
     ]
+    if c.positions == "rotary":
+        scaling = "" if c.rope_scaling == "none" else f", {c.rope_scaling} scaling x{c.rope_factor:g}"
+        rows.insert(-3, ("rotary", f"theta {c.rotary_theta:g}{scaling}, {c.rotary_dim} of {c.head_dim} dims"))
+    if c.kv_heads != c.n_heads or c.qk_norm or c.sliding_window:
+        window = f", window {c.sliding_window}" if c.sliding_window else ""
+        rows.insert(-3, ("attention", f"{c.kv_heads} key/value heads{', q/k norm' if c.qk_norm else ''}{window}"))
     if model.tokenizer is not None:
         rows.append(("tokenizer", f"{model.tokenizer.vocab_size:,} tokens"))
     width = max(len(k) for k, _ in rows)

@@ -70,12 +70,13 @@ def _word_tags(predicted: torch.Tensor, labels: torch.Tensor, names: list[str]) 
 
 def _texts(model, ids: torch.Tensor) -> list[str]:
     """Decode rows of ids, dropping -100, padding and special tokens (and everything after EOS)."""
-    tokenizer, eos = model.tokenizer, model.config.eos_token_id
+    tokenizer, eos = model.tokenizer, set(model.config.eos_ids)
     texts = []
     for row in ids.tolist():
         kept = [t for t in row if t != IGNORE_INDEX]
-        if eos is not None and eos in kept[1:]:
-            kept = kept[:kept.index(eos, 1)]
+        end = next((i for i, t in enumerate(kept) if i > 0 and t in eos), None)
+        if end is not None:
+            kept = kept[:end]
         texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
     return texts
 

@@ -21,6 +21,7 @@ from ..checkpoint.adapter import apply_adapter
 from ..checkpoint.folder import load
 from ..errors import InputError
 from ..models.heads import sentence_embedding
+from .chat import Message, render_chat
 from .entities import group_entities, word_predictions
 from .generate import eval_mode, generate, stream
 from .options import GenerationOptions
@@ -188,10 +189,29 @@ class _Generating(Pipeline):
 
 
 class TextGeneration(_Generating):
-    """Continue each prompt: {"generated_text": prompt + continuation}; `stream` yields text pieces."""
+    """Continue each prompt: {"generated_text": prompt + continuation}; `stream` yields text pieces.
+
+    A conversation (a list of {"role", "content"} messages), or a list of them, is rendered with the
+    model's chat template and answered: {"generated_text": messages + [{"role": "assistant", "content": reply}]}.
+    """
 
     task = "text-generation"
     heads = ("causal-lm",)
+
+    def __call__(self, inputs, **kwargs):
+        conversations = as_conversations(inputs)
+        if conversations is None:
+            return super().__call__(inputs, **kwargs)
+        prompts = [render_chat(self.model.tokenizer, messages) for messages in conversations]
+        results = super().__call__(prompts, add_special_tokens=False, **kwargs)
+        answered = [{"generated_text": [*messages, {"role": "assistant", "content": result["generated_text"][len(prompt):]}]}
+                    for messages, prompt, result in zip(conversations, prompts, results)]
+        one_conversation = conversations[0] is inputs
+        return answered[0] if one_conversation else answered
+
+    def stream_chat(self, messages: list[Message], **overrides) -> Iterator[str]:
+        """Yield the assistant's reply to a conversation piece by piece."""
+        return self.stream(render_chat(self.model.tokenizer, messages), add_special_tokens=False, **overrides)
 
     def _prompt_limit(self, options: GenerationOptions) -> int:
         if not self.model.config.positions_bounded:
@@ -202,20 +222,22 @@ class TextGeneration(_Generating):
                              f"model's {self.max_length} positions; lower it")
         return limit
 
-    def _batch(self, texts: list[str], **overrides) -> list[dict]:
+    def _batch(self, texts: list[str], add_special_tokens: bool = True, **overrides) -> list[dict]:
         options = GenerationOptions.make(self.options, **overrides)
-        batch = self.encoder.encode(texts, self._prompt_limit(options), left_pad=True, truncate_left=True)
+        batch = self.encoder.encode(texts, self._prompt_limit(options), left_pad=True, truncate_left=True,
+                                    add_special_tokens=add_special_tokens)
         out = generate(self.model, batch.input_ids, batch.attention_mask, options)
         stop_ids = options.stop_ids(self.model.config.eos_token_id)
         width = batch.input_ids.shape[1]
         return [{"generated_text": text + self._continuation(e.ids, out[row, width:].tolist(), stop_ids)}
                 for row, (text, e) in enumerate(zip(texts, batch.encodings))]
 
-    def stream(self, text: str, **overrides) -> Iterator[str]:
+    def stream(self, text: str, add_special_tokens: bool = True, **overrides) -> Iterator[str]:
         """Yield the continuation of one prompt piece by piece as tokens are produced (a piece is held
         back while it ends inside a multi-byte character)."""
         options = GenerationOptions.make(self.options, **overrides)
-        batch = self.encoder.encode([text], self._prompt_limit(options), truncate_left=True)
+        batch = self.encoder.encode([text], self._prompt_limit(options), truncate_left=True,
+                                    add_special_tokens=add_special_tokens)
         stop_ids = options.stop_ids(self.model.config.eos_token_id)
         prompt, new, shown = batch.encodings[0].ids, [], ""
         for token in stream(self.model, batch.input_ids, batch.attention_mask, options):
@@ -249,6 +271,18 @@ class Text2Text(_Generating):
         out = generate(self.model, batch.input_ids, batch.attention_mask, options)
         stop_ids = options.stop_ids(self.model.config.eos_token_id)
         return [{self.key: self._continuation([], row[1:], stop_ids).strip()} for row in out.tolist()]
+
+
+def as_conversations(inputs) -> list[list[Message]] | None:
+    """[conversation] for one conversation (a list of message dicts), the list for a list of them, None for text."""
+    def is_conversation(value) -> bool:
+        return isinstance(value, list) and bool(value) and all(isinstance(m, dict) for m in value)
+
+    if is_conversation(inputs):
+        return [inputs]
+    if isinstance(inputs, list) and inputs and all(is_conversation(c) for c in inputs):
+        return inputs
+    return None
 
 
 PIPELINES = {

@@ -48,11 +48,12 @@ class TextEncoder:
         self.device = model.device
 
     def encode(self, texts: list[str], max_length: int, left_pad: bool = False,
-               truncate_left: bool = False) -> Batch:
+               truncate_left: bool = False, add_special_tokens: bool = True) -> Batch:
         """Tokenize, cut inputs longer than `max_length` tokens (warning; `InputError` when truncation is
-        off), pad on the left (decoder prompts) or the right. Empty texts are an `InputError`."""
+        off), pad on the left (decoder prompts) or the right. Empty texts are an `InputError`.
+        `add_special_tokens=False` for text that already holds them (a rendered chat template)."""
         check_not_empty(texts)
-        encodings = self.backend.encode_batch(texts)
+        encodings = self.backend.encode_batch(texts, add_special_tokens=add_special_tokens)
         too_long = [i for i, e in enumerate(encodings) if len(e.ids) > max_length]
         if too_long:
             first = too_long[0]
@@ -65,7 +66,7 @@ class TextEncoder:
             self.backend.enable_truncation(max_length, direction="left" if truncate_left else "right")
             try:
                 for i in too_long:
-                    encodings[i] = self.backend.encode(texts[i])
+                    encodings[i] = self.backend.encode(texts[i], add_special_tokens=add_special_tokens)
             finally:
                 self.backend.no_truncation()
         return self._pad(encodings, left_pad)

@@ -1,4 +1,9 @@
-"""Multi-head attention, self or cross, through one scaled_dot_product_attention call."""
+"""Multi-head attention, self or cross, through one scaled_dot_product_attention call.
+
+Grouped-query attention: `n_kv_heads` key/value heads each serve n_heads / n_kv_heads query heads
+(1 = multi-query); the cache stores key/value heads only. Queries and keys may be normalised per head
+(Qwen3) and then rotated by their positions (rotary) before keys are cached.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import KVCache
+from .norms import RMSNorm
 
 
 class Attention(nn.Module):
@@ -19,17 +25,21 @@ class Attention(nn.Module):
     `rotary`, when set, is a module `(q, k, position_ids) -> (q, k)` that rotates queries and new keys
     by their positions before keys are cached; models whose positions are added to the embeddings
     (learned, sinusoidal) or to the scores (T5's relative bias) leave it None.
+    `qk_norm_eps`: an RMSNorm over each query and key head (with this epsilon) before the rotation.
+    `out_bias` (default `bias`): whether the output projection has a bias (Qwen2: q/k/v do, o does not).
     """
 
     def __init__(self, d_model: int, n_heads: int, d_head: int, bias: bool, dropout: float,
                  scale: bool, cross: bool = False, n_kv_heads: int | None = None,
-                 rotary: nn.Module | None = None):
+                 rotary: nn.Module | None = None, out_bias: bool | None = None, qk_norm_eps: float | None = None):
         super().__init__()
         self.n_heads, self.d_head, self.cross = n_heads, d_head, cross
         self.n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         self.q = nn.Linear(d_model, n_heads * d_head, bias=bias)
         self.kv = nn.Linear(d_model, 2 * self.n_kv_heads * d_head, bias=bias)
-        self.o = nn.Linear(n_heads * d_head, d_model, bias=bias)
+        self.o = nn.Linear(n_heads * d_head, d_model, bias=bias if out_bias is None else out_bias)
+        self.q_norm = RMSNorm(d_head, qk_norm_eps) if qk_norm_eps is not None else None
+        self.k_norm = RMSNorm(d_head, qk_norm_eps) if qk_norm_eps is not None else None
         self.rotary = rotary
         self.dropout = dropout
         self.scale = None if scale else 1.0  # None: SDPA's default 1/sqrt(d_head)
@@ -39,7 +49,8 @@ class Attention(nn.Module):
 
     def _keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k, v = self.kv(source).chunk(2, dim=-1)  # 2 x (B, S, Hkv*D)
-        return self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
+        k = self._heads(k, self.n_kv_heads)  # (B, Hkv, S, D)
+        return (k if self.k_norm is None else self.k_norm(k)), self._heads(v, self.n_kv_heads)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 context: torch.Tensor | None = None, cache: KVCache | None = None,
@@ -49,6 +60,8 @@ class Attention(nn.Module):
         row, so rows of one batch may sit at different positions), read by `rotary`.
         Returns (B, T, d_model)."""
         q = self._heads(self.q(x), self.n_heads)  # (B, H, T, D)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
         if self.cross:
             if cache is not None and cache.cross[layer] is not None:
                 k, v = cache.cross[layer]
@@ -64,6 +77,6 @@ class Attention(nn.Module):
                 k, v = cache.append(layer, k, v)  # (B, Hkv, past+T, D)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal, scale=self.scale,
+            is_causal=is_causal, scale=self.scale, enable_gqa=self.n_kv_heads != self.n_heads,
         )  # (B, H, T, D)
         return self.o(out.transpose(1, 2).flatten(2))  # (B, T, d_model)

@@ -17,20 +17,25 @@ from .norms import make_norm
 class Block(nn.Module):
     """Residual sublayers. Pre-norm: x + f(norm(x)) (GPT-2, T5). Post-norm: norm(x + f(x)) (BERT, BART)."""
 
-    def __init__(self, config: ModelConfig, cross: bool):
+    def __init__(self, config: ModelConfig, cross: bool, window: int | None = None, rotary: nn.Module | None = None):
+        """`window`: this layer's sliding attention window (None: all earlier tokens); `rotary`: the stack's
+        rotary position module, shared by the self-attention of every block."""
         super().__init__()
         c = config
+        self.window = window
 
         def attention(is_cross: bool) -> Attention:
-            return Attention(c.d_model, c.n_heads, c.head_dim, c.bias, c.attention_dropout,
-                             c.scale_attention, cross=is_cross, n_kv_heads=c.kv_heads)
+            return Attention(c.d_model, c.n_heads, c.head_dim, c.use_qkv_bias, c.attention_dropout,
+                             c.scale_attention, cross=is_cross, n_kv_heads=c.kv_heads, out_bias=c.use_out_bias,
+                             qk_norm_eps=c.norm_eps if c.qk_norm else None,
+                             rotary=None if is_cross else rotary)
 
         self.pre_norm = c.norm_placement == "pre"
         self.self_attn = attention(False)
         self.attn_norm = make_norm(c.norm, c.d_model, c.norm_eps)
         self.cross_attn = attention(True) if cross else None
         self.cross_norm = make_norm(c.norm, c.d_model, c.norm_eps) if cross else None
-        self.mlp = MLP(c.d_model, c.d_ff, c.activation, c.gated_mlp, c.bias, c.activation_dropout)
+        self.mlp = MLP(c.d_model, c.d_ff, c.activation, c.gated_mlp, c.use_mlp_bias, c.activation_dropout)
         self.mlp_norm = make_norm(c.norm, c.d_model, c.norm_eps)
         self.dropout = nn.Dropout(c.dropout)
 

@@ -13,24 +13,34 @@ def key_padding_mask(key_mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def self_attention_mask(query_len: int, key_mask: torch.Tensor | None, causal: bool, past_len: int,
-                        device: torch.device) -> tuple[torch.Tensor | None, bool]:
+                        device: torch.device, window: int | None = None,
+                        explicit: bool = False) -> tuple[torch.Tensor | None, bool]:
     """Mask for self-attention of `query_len` new tokens after `past_len` cached ones.
 
     key_mask: (B, past_len + query_len) with 1 for real tokens, or None (all real).
+    window: a causal query sees only the `window` latest slots (itself included), or all when None.
+    explicit: always build the causal mask (a position bias will be folded into it).
     Returns (mask, is_causal): mask is None or bool (B|1, 1, T, past+T); is_causal asks
     scaled_dot_product_attention for its own causal kernel (only when no explicit mask is needed).
     """
     key_len = past_len + query_len
+    if key_mask is not None and bool(key_mask.all()):
+        key_mask = None  # nothing is padded: no mask at all, or scaled_dot_product_attention's causal kernel
     if not causal:
         return _never_empty(key_padding_mask(key_mask)), False
-    if key_mask is None:
+    if window is not None and window >= key_len:
+        window = None  # no key is old enough to fall out of the window
+    if key_mask is None and window is None and not explicit:
         if past_len == 0:
             return None, True
         if query_len == 1:
             return None, False  # one new token may see everything cached
     query_pos = torch.arange(past_len, key_len, device=device)[:, None]  # (T, 1)
     key_pos = torch.arange(key_len, device=device)[None, :]  # (1, S)
-    mask = (key_pos <= query_pos)[None, None]  # (1, 1, T, S)
+    mask = key_pos <= query_pos  # (T, S)
+    if window is not None:
+        mask = mask & (query_pos - key_pos < window)
+    mask = mask[None, None]  # (1, 1, T, S)
     if key_mask is not None:
         mask = mask & key_padding_mask(key_mask)  # (B, 1, T, S)
     return _never_empty(mask), False

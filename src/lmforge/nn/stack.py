@@ -14,6 +14,7 @@ from .cache import KVCache
 from .masks import key_padding_mask, self_attention_mask, with_bias
 from .norms import make_norm
 from .positions import LearnedPositions, RelativePositionBias, SinusoidalPositions, new_position_ids
+from .rotary import RotaryEmbedding
 
 
 class Stack(nn.Module):
@@ -33,6 +34,7 @@ class Stack(nn.Module):
         self.embed_scale = math.sqrt(c.d_model) if c.scale_embeddings else 1.0
         self.positions: nn.Module | None = None
         self.relative_bias: RelativePositionBias | None = None
+        self.rotary = RotaryEmbedding(c) if c.positions == "rotary" else None  # applied inside attention
         if c.positions == "learned":
             self.positions = LearnedPositions(c.max_positions, c.d_model, c.position_offset)
         elif c.positions == "sinusoidal":
@@ -42,7 +44,8 @@ class Stack(nn.Module):
                                                       bidirectional=not causal)
         self.token_types = nn.Embedding(c.type_vocab_size, c.d_model) if c.type_vocab_size else None
         self.embed_norm = make_norm(c.norm, c.d_model, c.norm_eps) if c.embedding_norm else None
-        self.blocks = nn.ModuleList(Block(c, cross) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(Block(c, cross, c.window_of(i) if causal else None, self.rotary)
+                                    for i in range(n_layers))
         self.final_norm = make_norm(c.norm, c.d_model, c.norm_eps) if c.final_norm else None
         self.dropout = nn.Dropout(c.dropout)
 
@@ -70,16 +73,12 @@ class Stack(nn.Module):
             x = self.embed_norm(x)
         x = self.dropout(x) if self.training else x
 
-        mask, is_causal = self_attention_mask(length, key_mask, self.causal, past, embeds.device)
-        if self.relative_bias is not None:
-            if is_causal:  # the bias must carry the causal mask itself
-                mask, is_causal = self_attention_mask(length, torch.ones(1, past + length, device=embeds.device),
-                                                      True, past, embeds.device)
-            bias = self.relative_bias(length, past + length, past).to(x.dtype)  # (1, H, T, S)
-            mask = with_bias(mask, bias)
+        masks = {window: self._self_mask(length, key_mask, past, window, x)
+                 for window in {block.window for block in self.blocks}}  # built once per distinct window
         cross_mask = key_padding_mask(context_mask)
 
         for index, block in enumerate(self.blocks):
+            mask, is_causal = masks[block.window]
             x = block(x, mask, is_causal, context, cross_mask, cache, index, position_ids)
         if cache is not None:
             cache.advance(length)
@@ -87,3 +86,16 @@ class Stack(nn.Module):
             x = self.final_norm(x)
             x = self.dropout(x) if self.training else x
         return x
+
+    def _self_mask(self, length: int, key_mask: torch.Tensor | None, past: int, window: int | None,
+                   x: torch.Tensor) -> tuple[torch.Tensor | None, bool]:
+        """(mask, is_causal) for self-attention of `length` new tokens (x: their (B, T, d) states, for device
+        and dtype), with the relative-position bias folded in when the stack has one."""
+        device = x.device
+        mask, is_causal = self_attention_mask(length, key_mask, self.causal, past, device, window)
+        if self.relative_bias is not None:
+            if is_causal:  # the bias must carry the causal mask itself
+                mask, is_causal = self_attention_mask(length, None, True, past, device, window, explicit=True)
+            bias = self.relative_bias(length, past + length, past).to(x.dtype)  # (1, H, T, S)
+            mask = with_bias(mask, bias)
+        return mask, is_causal

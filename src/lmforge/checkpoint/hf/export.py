@@ -13,12 +13,15 @@ from ...errors import CheckpointError
 from ..atomic import atomic_folder
 from .formats import FORMATS
 from .mapping import strip_prefix, to_hf
+from .load import GENERATION_CONFIG
 from .spec import ConfigReader, HFFormat
 from .tokenizer import save_hf_tokenizer
 from ...files import naming
 
-ALWAYS_IGNORED = {"name", "extra", "mask_token_id"}  # the mask token lives in the tokenizer, not config.json
-DERIVED = {"d_head": "head_dim", "n_decoder_layers": "decoder_layers", "n_kv_heads": "kv_heads"}
+# the mask token lives in the tokenizer, not config.json; `bias` is compared through the three switches it defaults
+ALWAYS_IGNORED = {"name", "extra", "mask_token_id", "bias"}
+DERIVED = {"d_head": "head_dim", "n_decoder_layers": "decoder_layers", "n_kv_heads": "kv_heads",
+           "qkv_bias": "use_qkv_bias", "out_bias": "use_out_bias", "mlp_bias": "use_mlp_bias"}
 TASK_FIELDS = {
     "classifier_pool": ("sequence-classification",), "classifier_hidden_act": ("sequence-classification",),
     "classifier_bias": ("sequence-classification",),
@@ -41,9 +44,18 @@ def export_hf(model, path: str | Path, model_type: str | None = None) -> Path:
         with naming(tmp / "model.safetensors"):
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+        if model.task == "causal-lm":
+            write_generation_config(model.config, tmp)
         if getattr(model, "tokenizer", None) is not None:
             save_hf_tokenizer(model.tokenizer, tmp)
     return path
+
+
+def write_generation_config(config, folder: Path) -> None:
+    """generation_config.json with the special tokens `generate` needs (eos may be a list)."""
+    tokens = {name: getattr(config, name) for name in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    data = {name: value for name, value in tokens.items() if value is not None}
+    (folder / GENERATION_CONFIG).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def match_format(model, model_type: str | None, state: dict | None = None):

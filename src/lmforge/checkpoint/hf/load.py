@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from .mapping import shorten, strip_prefix, to_lmforge
 from .spec import ConfigReader, HFFormat
 from .tokenizer import load_hf_tokenizer
 from .weights import read_hf_weights
+
+GENERATION_CONFIG = "generation_config.json"
 
 
 def load_hf(path: str | Path, task: str | None = None):
@@ -37,6 +40,7 @@ def load_hf(path: str | Path, task: str | None = None):
         config = fmt.to_config(ConfigReader(data, config_path), set(hf_state), task)
         config.name = str(data.get("_name_or_path") or path.name)
         config.extra = {"source": "huggingface", "model_type": fmt.model_type, "architecture": architecture}
+        config.eos_token_id = generation_eos(path, config.eos_token_id)
         drop_impossible_token_ids(config, config_path)
         tokenizer = load_hf_tokenizer(path)
         if tokenizer is not None and tokenizer.mask_id is not None and tokenizer.mask_id < config.vocab_size:
@@ -63,10 +67,31 @@ def drop_impossible_token_ids(config, config_path: Path) -> None:
     vocabulary) become None with a warning, as transformers loads such configs."""
     for name in TOKEN_ID_FIELDS:
         value = getattr(config, name)
-        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < config.vocab_size:
-            warnings.warn(f"{config_path}: {name}={value} lies outside the vocabulary of {config.vocab_size} "
-                          "tokens; it is ignored", stacklevel=3)
-            setattr(config, name, None)
+        ids = value if isinstance(value, list) else [value]  # eos may be a list (generation_config.json)
+        kept = [i for i in ids if not (isinstance(i, int) and not isinstance(i, bool)
+                                       and not 0 <= i < config.vocab_size)]
+        if len(kept) == len(ids):
+            continue
+        warnings.warn(f"{config_path}: {name}={value} lies outside the vocabulary of {config.vocab_size} "
+                      "tokens; it is ignored", stacklevel=3)
+        setattr(config, name, kept if isinstance(value, list) and len(kept) > 1
+                else (kept[0] if kept else None))
+
+
+def generation_eos(folder: Path, eos: int | list[int] | None) -> int | list[int] | None:
+    """The end-of-sequence id(s) that `generate` stops on: generation_config.json's when the folder has one
+    (a chat model's list, e.g. Llama 3's <|end_of_text|> and <|eot_id|>), else config.json's."""
+    path = folder / GENERATION_CONFIG
+    if not path.is_file():
+        return eos
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error}); fix or delete it") from None
+    value = data.get("eos_token_id") if isinstance(data, dict) else None
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return eos if value is None else value
 
 
 def format_of(data: dict, config_path: Path) -> HFFormat:

@@ -37,7 +37,20 @@ def load_hf_tokenizer(folder: str | Path) -> Tokenizer | None:
     else:
         return None
     specials = {**guess_specials(backend), **configured_specials(settings, backend)}
-    return Tokenizer(backend, specials)
+    return Tokenizer(backend, specials, chat_template(folder, settings))
+
+
+def chat_template(folder: Path, settings: dict[str, Any]) -> str | None:
+    """chat_template.jinja (transformers 5 writes it) or tokenizer_config.json's `chat_template`: a string, or a
+    list of {"name", "template"} of which the one named "default" is used."""
+    path = folder / "chat_template.jinja"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    template = settings.get("chat_template")
+    if isinstance(template, list):
+        named = {entry.get("name"): entry.get("template") for entry in template if isinstance(entry, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) else None
 
 
 def read_settings(folder: Path) -> dict[str, Any]:
@@ -147,4 +160,6 @@ def save_hf_tokenizer(tokenizer: Tokenizer, folder: Path) -> None:
     tokenizer.backend.save(str(folder / "tokenizer.json"))
     config = {"tokenizer_class": "PreTrainedTokenizerFast",
               **{f"{role}_token": token for role, token in tokenizer.specials.items()}}
+    if tokenizer.chat_template:
+        config["chat_template"] = tokenizer.chat_template
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
