@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..checkpoint.folder import load
+from ..checkpoint.hf.tokenizer import chat_template, read_settings
 from ..errors import InputError
+from ..infer.chat import render_chat
 from ..infer.pipelines import PIPELINES, pipeline
 from ..models.heads import LMHead
 from .engine import Engine
@@ -52,34 +53,24 @@ def parse_task_limits(values: list[str], names: list[str]) -> dict[str, list[str
 
 
 class ChatFormat:
-    """Messages -> prompt text: the checkpoint's chat template (tokenizer_config.json's `chat_template`, or
-    chat_template.jinja) rendered in a sandbox, or a plain 'role: content' transcript."""
+    """Messages -> prompt text: the checkpoint's chat template (the tokenizer's own, else chat_template.jinja or
+    tokenizer_config.json's `chat_template` in the folder) rendered as Hugging Face renders it
+    (`infer.chat.render_chat`), or a plain 'role: content' transcript."""
 
     def __init__(self, folder: Path, tokenizer):
-        self.template = None
-        self.bos = tokenizer.id_to_token(tokenizer.bos_id) if tokenizer.bos_id is not None else None
-        self.eos = tokenizer.id_to_token(tokenizer.eos_id) if tokenizer.eos_id is not None else None
-        source = None
-        if (folder / "chat_template.jinja").is_file():
-            source = (folder / "chat_template.jinja").read_text(encoding="utf-8")
-        elif (folder / "tokenizer_config.json").is_file():
-            source = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
-        if isinstance(source, str):
-            import jinja2.sandbox  # optional: the serve extra installs it
-
-            self.template = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True) \
-                .from_string(source)
+        self.tokenizer = tokenizer
+        self.template = tokenizer.chat_template or chat_template(folder, read_settings(folder))
 
     def render(self, messages: list[dict]) -> str:
         if self.template is None:
             lines = [f"{m['role']}: {m['content']}" for m in messages]
             return "\n".join(lines) + "\nassistant:"
-        return self.template.render(messages=messages, add_generation_prompt=True, bos_token=self.bos or "",
-                                    eos_token=self.eos or "")
+        return render_chat(self.tokenizer, messages, template=self.template)
 
-    def starts_with_bos(self, text: str) -> bool:
-        """A template that writes the BOS token itself: the tokenizer must not add another."""
-        return bool(self.bos) and text.startswith(self.bos)
+    def ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of the prompt: a template writes its own special tokens (none are added, so no second
+        BOS); a plain transcript gets the tokenizer's usual ones."""
+        return self.tokenizer.encode(self.render(messages), add_special_tokens=self.template is None)
 
 
 class ServedModel:
@@ -119,8 +110,7 @@ class ServedModel:
         return self.model.tokenizer.encode(text, add_special_tokens=special_tokens)
 
     def chat_prompt(self, messages: list[dict]) -> list[int]:
-        text = self.chat.render(messages)
-        return self.encode(text, special_tokens=not self.chat.starts_with_bos(text))
+        return self.chat.ids(messages)
 
     def kv_bytes_upper_bound(self) -> int:
         """Bytes the KV cache takes with every batch slot at the full context (plus cross-attention keys/values)."""
