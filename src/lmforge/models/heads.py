@@ -8,6 +8,7 @@ names, the tasks of each family and each family's pretraining task all derive fr
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -33,8 +34,8 @@ class HeadInputs:
     decoding_weight: torch.Tensor | None = None  # (d, V) the output matrix in decoding layout
 
 
-class Head(nn.Module):
-    """Base of the task heads. Subclasses set `task` and `families` and implement `forward`."""
+class Head(nn.Module, ABC):
+    """Abstract base of the task heads. Subclasses set `task` and `families` and implement `forward`."""
 
     task: ClassVar[str]
     families: ClassVar[tuple[str, ...]]  # the model families that offer this head
@@ -44,8 +45,9 @@ class Head(nn.Module):
     independent_positions: ClassVar[bool] = False  # unlabelled positions may be dropped before the head
     named_classes: ClassVar[bool] = False  # outputs are classes: num_labels and id2label apply
 
+    @abstractmethod
     def forward(self, hidden: torch.Tensor, inputs: HeadInputs) -> torch.Tensor:
-        raise NotImplementedError
+        """(B, T, d) last hidden states -> this head's logits."""
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the labels that are not IGNORE_INDEX (-100)."""
