@@ -58,6 +58,17 @@ def stream_request(url, body, seen: list, headers=None):
                 seen.append(event.decode())
 
 
+def stream_in_background(server, max_tokens: int) -> tuple[threading.Thread, list]:
+    """A greedy stream of `max_tokens` read on a thread; returns once its status and 3 chunks have arrived."""
+    events: list = []
+    body = {"prompt": "the cat", "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
+    reader = threading.Thread(target=stream_request, args=(server.url, body, events))
+    reader.start()
+    while len(events) < 4:
+        time.sleep(0.02)
+    return reader, events
+
+
 def test_full_queue_gets_429_with_retry_after_and_the_others_finish(checkpoints):
     server = Server(str(checkpoints["slow"]), "--max-batch", "1", "--max-queue", "1", "--keepalive-seconds", "0.2",
                     "--cors-origin", "http://app.example")
@@ -93,12 +104,7 @@ def test_full_queue_gets_429_with_retry_after_and_the_others_finish(checkpoints)
 
 def test_cors_is_off_by_default_and_an_error_after_the_headers_goes_into_the_stream(checkpoints):
     server = Server(str(checkpoints["slow"]), "--drain-seconds", "0.3")
-    events = []
-    reader = threading.Thread(target=stream_request, args=(server.url, {"prompt": "the cat", "max_tokens": 3000,
-                                                                        "temperature": 0, "ignore_eos": True}, events))
-    reader.start()
-    while len(events) < 4:
-        time.sleep(0.02)
+    reader, events = stream_in_background(server, max_tokens=3000)
     allowed = requests.get(server.url + "/v1/models", headers={"Origin": "http://app.example"}, timeout=10)
     assert "access-control-allow-origin" not in allowed.headers
     server.process.send_signal(signal.SIGTERM)  # the drain time is too short for 3000 tokens
@@ -111,12 +117,7 @@ def test_cors_is_off_by_default_and_an_error_after_the_headers_goes_into_the_str
 
 def test_sigterm_mid_stream_stops_admitting_drains_and_exits_0(checkpoints):
     server = Server(str(checkpoints["slow"]), "--drain-seconds", "60")
-    events = []
-    reader = threading.Thread(target=stream_request, args=(server.url, {"prompt": "the cat", "max_tokens": 120,
-                                                                        "temperature": 0, "ignore_eos": True}, events))
-    reader.start()
-    while len(events) < 4:
-        time.sleep(0.02)
+    reader, events = stream_in_background(server, max_tokens=120)
     server.process.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     assert requests.get(server.url + "/health", timeout=5).status_code == 503
