@@ -7,22 +7,17 @@ import json
 import pytest
 
 from lmforge.cli import main
-from lmforge.data import prepare_corpus
-from lmforge.tokenizer import train_tokenizer
 from lmforge.train.budget import minimum_budget, steps_for_budget
 from lmforge.errors import ConfigError
 from lmforge.train.optim import learning_rate
 from lmforge.train.settings import TrainSettings
-from test_train_resume import write_corpus
+from test_train_resume import write_shards
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     folder = tmp_path_factory.mktemp("recipe")
-    write_corpus(folder / "corpus.txt", documents=150)
-    tokenizer = train_tokenizer("wordpiece", 300, [folder / "corpus.txt"])
-    prepare_corpus([folder / "corpus.txt"], tokenizer, folder / "shards", blank_line_docs=True, progress=False)
-    return folder / "shards"
+    return write_shards(folder, "wordpiece")
 
 
 def pretrain(shards, out, *extra) -> int:

@@ -8,18 +8,14 @@ import time
 import pytest
 
 from lmforge.cli import main
-from lmforge.data import prepare_corpus
-from lmforge.tokenizer import train_tokenizer
 from lmforge.train.carbon import EnergyMeter
-from test_train_resume import write_corpus
+from test_train_resume import write_shards
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
-    write_corpus(folder / "corpus.txt", documents=150)
-    tokenizer = train_tokenizer("bpe", 300, [folder / "corpus.txt"])
-    prepare_corpus([folder / "corpus.txt"], tokenizer, folder / "shards", blank_line_docs=True, progress=False)
+    write_shards(folder, "bpe")
     return folder
 
 

@@ -29,6 +29,15 @@ def write_corpus(path: Path, documents: int = 400) -> None:
     path.write_text("\n\n".join(lines) + "\n", encoding="utf-8")
 
 
+def write_shards(folder: Path, tokenizer_kind: str, documents: int = 150) -> Path:
+    """A small random-word corpus in `folder`, a 300-token tokenizer of `tokenizer_kind` trained on it, and
+    its token shards; returns the shards folder."""
+    write_corpus(folder / "corpus.txt", documents=documents)
+    tokenizer = train_tokenizer(tokenizer_kind, 300, [folder / "corpus.txt"])
+    prepare_corpus([folder / "corpus.txt"], tokenizer, folder / "shards", blank_line_docs=True, progress=False)
+    return folder / "shards"
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("corpus")
