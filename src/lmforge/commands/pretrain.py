@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     model.add_argument("--config", metavar="FILE", help="an architecture as .json or .yaml")
     parser.add_argument("--data", metavar="DIR", help="prepared token shards (from `lmforge prepare`)")
     parser.add_argument("--objective", choices=list(OBJECTIVE_FAMILY),
-                        help="default: clm (decoder), mlm (encoder), span or denoise (encoder-decoder, by tokenizer)")
+                        help="default: clm (decoder), mlm (encoder), span or denoise (encoder-decoder, by tokenizer); "
+                             "rtd: ELECTRA replaced-token detection (encoders)")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder")
     parser.add_argument("--run-config", metavar="FILE", help="training settings as YAML or JSON")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last")
@@ -41,7 +42,11 @@ def register(subparsers) -> None:
                         help="train for about this long: steps are sized from timed trial steps and the schedule "
                              "ends at the budget (instead of --max-steps)")
     parser.add_argument("--mask-probability", type=float, metavar="P",
-                        help="masked LM: share of tokens chosen (default: the recipe's, 0.3 small-budget, 0.15 standard)")
+                        help="masked LM and rtd: share of tokens chosen (default: the recipe's, 0.3 small-budget, 0.15 standard)")
+    parser.add_argument("--generator-scale", type=float, metavar="F",
+                        help="rtd: the generator's width as a share of the discriminator's, in (0, 1] (default 0.25)")
+    parser.add_argument("--discriminator-weight", type=float, metavar="W",
+                        help="rtd: the weight of the discriminator's loss beside the generator's (default 50)")
     add_training_run_flags(parser)
     parser.set_defaults(run=run)
 
@@ -50,7 +55,8 @@ def run(args) -> int:
     request = PretrainRequest(preset=args.preset, config=args.config, data=args.data, objective=args.objective,
                               run_config=args.run_config, settings=setting_overrides(args),
                               vocab_from_data=args.vocab_from_data, fsdp=args.fsdp, country=args.country,
-                              recipe=args.recipe, time_budget=args.time_budget, mask_probability=args.mask_probability)
+                              recipe=args.recipe, time_budget=args.time_budget, mask_probability=args.mask_probability,
+                              generator_scale=args.generator_scale, discriminator_weight=args.discriminator_weight)
     dist = Distributed.from_env(args.device)
     try:
         summary = pretrain(args.out, request, resume=args.resume, overwrite=args.overwrite, dist=dist,

@@ -5,6 +5,7 @@ Every objective is a callable `objective(windows, rng) -> dict of torch tensors`
   MaskedLM        encoder-only   {"input_ids", "attention_mask", "labels"} (-100 except at chosen positions)
   SpanCorruption  T5             {"input_ids", "attention_mask", "labels"} (labels = sentinels + spans + eos)
   TextInfilling   BART           {"input_ids", "attention_mask", "labels"} (labels = the original text)
+  ReplacedTokenDetection  ELECTRA  MaskedLM's batch + {"detection_mask", "sample_seed"} (lmforge.models.electra)
 `windows` are 1-D arrays of raw token ids of length `objective.window_length(seq_len)`, chosen so that
 the model inputs are at most `seq_len` long. `rng` is a numpy Generator (the batch loader seeds one per
 batch from the sampler state, so a resumed run draws the same masks).
@@ -81,12 +82,13 @@ class MaskedLM:
 
     family = "encoder"  # the model family it trains
     title = "masked language modelling (15%, 80/10/10)"  # its name in model cards
+    short = "masked LM"  # its name in messages
 
     def __init__(self, tokenizer: Tokenizer, probability: float = 0.15, whole_word: bool = False,
                  mask_fraction: float = 0.8, random_fraction: float = 0.1):
         self.tokenizer, self.probability, self.whole_word = tokenizer, probability, whole_word
         self.mask_fraction, self.random_fraction = mask_fraction, random_fraction
-        self.mask_id = _required(tokenizer, "mask", "masked LM", "train a wordpiece tokenizer or add --special mask=<mask>")
+        self.mask_id = _required(tokenizer, "mask", self.short, "train a wordpiece tokenizer or add --special mask=<mask>")
         self.pad_id = tokenizer.padding_id
         self.special = np.array(sorted(tokenizer.special_ids), dtype=np.int64)
         self.random_pool = np.setdiff1d(np.arange(tokenizer.vocab_size), self.special)  # ids a random replacement may take
@@ -138,6 +140,30 @@ class MaskedLM:
             if count == target:
                 break
         return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+
+
+class ReplacedTokenDetection(MaskedLM):
+    """ELECTRA's inputs (Clark et al. 2020): masked-LM masking for the generator, `probability` (15%) of the
+    maskable tokens chosen, 85% of them shown as [MASK] and 15% kept (no random tokens: the generator's
+    samples are the replacements). Besides the masked-LM batch it gives `detection_mask` (B, T), the real,
+    non-special tokens the discriminator is scored on, and `sample_seed`, drawn from the batch's generator,
+    which seeds the sampling of replacements (`lmforge.models.electra`)."""
+
+    title = "ELECTRA replaced-token detection (15% masked, generator samples)"
+    short = "replaced-token detection"
+
+    def __init__(self, tokenizer: Tokenizer, probability: float = 0.15, whole_word: bool = False,
+                 mask_fraction: float = 0.85, random_fraction: float = 0.0):
+        super().__init__(tokenizer, probability, whole_word, mask_fraction, random_fraction)
+
+    def __call__(self, windows: Sequence[np.ndarray], rng: np.random.Generator | None = None) -> dict:
+        rng = rng if rng is not None else np.random.default_rng()
+        batch = super().__call__(windows, rng)
+        original = torch.where(batch["labels"] != IGNORE_INDEX, batch["labels"], batch["input_ids"])  # (B, T)
+        special = torch.from_numpy(np.isin(original.numpy(), self.special))
+        batch["detection_mask"] = batch["attention_mask"].bool() & ~special
+        batch["sample_seed"] = torch.tensor(int(rng.integers(2**62)))
+        return batch
 
 
 class SpanCorruption:
@@ -293,4 +319,5 @@ class TextInfilling:
 
 
 # The one registry of pretraining objectives, by the name `lmforge pretrain --objective` takes.
-OBJECTIVES = {"clm": CausalLM, "mlm": MaskedLM, "span": SpanCorruption, "denoise": TextInfilling}
+OBJECTIVES = {"clm": CausalLM, "mlm": MaskedLM, "span": SpanCorruption, "denoise": TextInfilling,
+              "rtd": ReplacedTokenDetection}

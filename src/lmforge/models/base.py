@@ -128,30 +128,36 @@ class LmforgeModel(nn.Module):
         see `lmforge.checkpoint.io.save_checkpoint`."""
         return services.save(self, path, card=card)
 
-    @torch.no_grad()
     def init_weights(self) -> None:
-        """Normal(0, init_std) for matrices and embeddings, zero biases, unit norms. Pre-norm
-        models scale each residual branch's output projection by 1/sqrt(2 * layers) (GPT-2)."""
-        std = self.config.init_std
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.Embedding, LearnedPositions, RelativePositionBias)):
-                nn.init.normal_(module.weight, std=std)
-            elif isinstance(module, (LMHead, MaskedLMHead)) and module.weight is not None:
-                nn.init.normal_(module.weight, std=std)
-            elif hasattr(module, "weight") and isinstance(getattr(module, "weight"), nn.Parameter) \
-                    and module.weight.dim() == 1:  # LayerNorm, RMSNorm
-                nn.init.ones_(module.weight)
-                if getattr(module, "bias", None) is not None:
-                    nn.init.zeros_(module.bias)
-        if self.config.norm_placement == "pre":
-            depth = self.config.n_layers + (self.config.decoder_layers if self.config.is_encoder_decoder else 0)
-            for name, param in self.named_parameters():
-                if name.endswith(("self_attn.o.weight", "cross_attn.o.weight", "mlp.down.weight")):
-                    nn.init.normal_(param, std=std / math.sqrt(2 * depth))
+        """Normal(0, init_std) for matrices and embeddings, zero biases, unit norms (see `init_weights`)."""
+        init_weights(self, self.config)
 
     def extra_repr(self) -> str:
         return f"task={self.task!r}, family={self.config.family!r}"
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, config: ModelConfig) -> None:
+    """Initialise `module` (a model, or a part trained beside one) as `config` says: Normal(0, init_std)
+    for matrices and embeddings, zero biases, unit norms. Pre-norm models scale each residual branch's
+    output projection by 1/sqrt(2 * layers) (GPT-2)."""
+    std = config.init_std
+    for part in module.modules():
+        if isinstance(part, nn.Linear):
+            nn.init.normal_(part.weight, std=std)
+            if part.bias is not None:
+                nn.init.zeros_(part.bias)
+        elif isinstance(part, (nn.Embedding, LearnedPositions, RelativePositionBias)):
+            nn.init.normal_(part.weight, std=std)
+        elif isinstance(part, (LMHead, MaskedLMHead)) and part.weight is not None:
+            nn.init.normal_(part.weight, std=std)
+        elif hasattr(part, "weight") and isinstance(getattr(part, "weight"), nn.Parameter) \
+                and part.weight.dim() == 1:  # LayerNorm, RMSNorm
+            nn.init.ones_(part.weight)
+            if getattr(part, "bias", None) is not None:
+                nn.init.zeros_(part.bias)
+    if config.norm_placement == "pre":
+        depth = config.n_layers + (config.decoder_layers if config.is_encoder_decoder else 0)
+        for name, param in module.named_parameters():
+            if name.endswith(("self_attn.o.weight", "cross_attn.o.weight", "mlp.down.weight")):
+                nn.init.normal_(param, std=std / math.sqrt(2 * depth))

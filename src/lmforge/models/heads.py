@@ -157,17 +157,19 @@ class CausalLMHead(LMHead):
 
 
 class MaskedLMHead(Head):
-    """BERT's MLM head: dense + activation + norm, then a decoder (tied or own) with a bias."""
+    """BERT's MLM head: dense + activation + norm, then a decoder (tied or own) with a bias.
+    `input_width` (default d_model): the width of the hidden states it reads, when a narrower model (an
+    ELECTRA generator) predicts through the d_model-wide token embedding; the dense layer maps it to d_model."""
 
     task = "masked-lm"
     families = ("encoder",)
     language_model = True
     independent_positions = True
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, input_width: int | None = None):
         super().__init__()
         d = config.d_model
-        self.transform = nn.Linear(d, d) if config.mlm_transform else None
+        self.transform = nn.Linear(input_width or d, d) if config.mlm_transform else None
         self.norm = nn.LayerNorm(d, eps=config.norm_eps) if config.mlm_transform else None
         self.act = ACTIVATION_FUNCTIONS[config.activation]
         self.weight = None if config.tie_embeddings else nn.Parameter(torch.empty(config.vocab_size, d))

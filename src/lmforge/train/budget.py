@@ -19,10 +19,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.build import build_model
 from .optim import build_optimizer
 from .settings import TrainSettings
-from .trainer import default_loss
+from .trainer import default_loss, loss_and_parts
 
 RESERVE = 0.08  # of the budget, for evaluation, checkpoints and the final save
 TIMED_STEPS = 3
@@ -41,7 +40,7 @@ def measure_step_seconds(model: nn.Module, batches: Iterable[dict], loss_fn: Cal
             batch = next(source)
             started = time.perf_counter()
             for _ in range(settings.grad_accum):
-                loss_fn(trial, batch).backward()
+                loss_and_parts(loss_fn(trial, batch))[0].backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if index:
@@ -67,15 +66,15 @@ def steps_for_budget(seconds: float, step_seconds: float, flag: str = "--time-bu
     return steps
 
 
-def fit_to_budget(seconds: float, config, settings: TrainSettings, sources, loss_fn, recipe, given: dict,
+def fit_to_budget(seconds: float, model: nn.Module, settings: TrainSettings, sources, loss_fn, recipe, given: dict,
                   world_size: int = 1) -> tuple[TrainSettings, float]:
     """`settings` with max_steps sized so that training ends at `seconds` (the trial steps' own time
-    counted), warm-up from the recipe's share and about ten evaluations and checkpoints; returns them with
+    counted; `model`, a fresh copy of what the run trains, is timed), warm-up from the recipe's share and about ten evaluations and checkpoints; returns them with
     the seconds left for training (the `TimeBudget` that ends the run if the machine slows down)."""
     if not seconds > 0:
         raise ConfigError(f"--time-budget must be a positive number of seconds, got {seconds:g}")
     started = time.perf_counter()
-    step_seconds = measure_step_seconds(build_model(config), sources.train(settings.micro_batch_size(world_size)),
+    step_seconds = measure_step_seconds(model, sources.train(settings.micro_batch_size(world_size)),
                                         loss_fn or default_loss, settings)
     spent = time.perf_counter() - started
     least = math.ceil(spent + minimum_budget(step_seconds))

@@ -104,4 +104,6 @@ class Distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+        # Some parameters take no part in a loss: BERT's pooler while pretraining with masked LM or RTD. DDP
+        # must not wait for their gradients (they stay None on every rank, as in one process).
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)

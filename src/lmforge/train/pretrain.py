@@ -17,19 +17,19 @@ from .. import presets
 from ..config import ModelConfig
 from ..data import TokenShards
 from ..errors import ConfigError
-from ..models.build import build_model
+from ..models.electra import DEFAULT_DISCRIMINATOR_WEIGHT, DEFAULT_GENERATOR_SCALE
 from ..seeding import seed_everything
 from .budget import fit_to_budget
 from .callbacks import TimeBudget
 from .carbon import EnergyMeter, grid_country
 from .distributed import Distributed
 from .pretraining import OBJECTIVE_NAMES, ShardSources, build_objective, default_objective, fit_config_to_tokenizer, \
-    objective_loss
+    objective_loss, pretraining_model
 from .recipe import default_recipe, get_recipe, objective_options
 from .result import RunCard, TrainResult
 from .run_folder import RunFolder
 from .settings import TrainSettings, read_run_file
-from .trainer import Trainer
+from .trainer import Trainer, saved_model
 
 RUN_FILE = "run.json"
 
@@ -63,7 +63,9 @@ class PretrainRequest:
     country: str | None = None
     recipe: str | None = None  # small-budget | standard (default: standard, train/recipe.py)
     time_budget: float | None = None  # seconds: max_steps sized by timed trial steps (train/budget.py)
-    mask_probability: float | None = None  # masked LM (default: the recipe's)
+    mask_probability: float | None = None  # masked LM and RTD (default: the recipe's)
+    generator_scale: float | None = None  # RTD: generator width / discriminator width (default 0.25)
+    discriminator_weight: float | None = None  # RTD: lambda, the discriminator loss's weight (default 50)
 
     def resolve(self, world_size: int = 1) -> dict[str, Any]:
         """The run: architecture fitted to the data's tokenizer, objective, settings."""
@@ -79,6 +81,11 @@ class PretrainRequest:
         recipe = get_recipe(self.recipe or default_recipe(config))
         options = objective_options(objective, recipe, self.mask_probability)
         build_objective(objective, config.family, tokenizer, options)  # validates the pairing
+        generator = self._generator_options(objective)
+        if generator is not None:
+            if self.fsdp:
+                raise ConfigError("--objective rtd trains with data parallelism only; drop --fsdp")
+            pretraining_model(objective, config, generator)  # validates the generator's size
         config, values = recipe.apply(config, {"max_steps": TrainSettings.max_steps,
                                                **(read_run_file(self.run_config) if self.run_config else {}),
                                                **{k: v for k, v in self.settings.items() if v is not None}})
@@ -90,12 +97,26 @@ class PretrainRequest:
                 raise ConfigError("give either --max-steps or --time-budget, not both")
             sources = ShardSources(shards, build_objective(objective, config.family, tokenizer, options),
                                    settings.seq_len, settings.seed + 1)
-            settings, training_budget = fit_to_budget(self.time_budget, config, settings, sources,
-                                                      objective_loss(objective), recipe, self.settings, world_size)
-        return {"model": config.to_dict(), "objective": objective, "objective_options": options, "recipe": recipe.name,
+            settings, training_budget = fit_to_budget(self.time_budget, pretraining_model(objective, config, generator),
+                                                      settings, sources, objective_loss(objective), recipe,
+                                                      self.settings, world_size)
+        return {"model": config.to_dict(), "objective": objective, "objective_options": options,
+                **({"generator": generator} if generator is not None else {}), "recipe": recipe.name,
                 "time_budget_s": self.time_budget, "training_budget_s": training_budget,
                 "data": str(Path(self.data).resolve()), "tokenizer_hash": shards.tokenizer_hash,
                 "train": settings.to_dict(), "fsdp": bool(self.fsdp), "country": grid_country(self.country)}
+
+    def _generator_options(self, objective: str) -> dict | None:
+        """RTD's generator options as run.json records them (None for the other objectives, which refuse them)."""
+        given = {"--generator-scale": self.generator_scale, "--discriminator-weight": self.discriminator_weight}
+        if objective != "rtd":
+            for flag, value in given.items():
+                if value is not None:
+                    raise ConfigError(f"{flag} applies to --objective rtd, not {objective}; drop it")
+            return None
+        return {"scale": self.generator_scale if self.generator_scale is not None else DEFAULT_GENERATOR_SCALE,
+                "weight": self.discriminator_weight if self.discriminator_weight is not None
+                else DEFAULT_DISCRIMINATOR_WEIGHT}
 
     def _architecture(self) -> ModelConfig:
         if self.preset is not None:
@@ -116,7 +137,9 @@ class PretrainRequest:
             changed.append("--preset/--config/--run-config (the architecture and settings are in run.json)")
         asked = {"--recipe": (self.recipe, previous.get("recipe")),
                  "--time-budget": (self.time_budget, previous.get("time_budget_s")),
-                 "--mask-probability": (self.mask_probability, previous.get("objective_options", {}).get("probability"))}
+                 "--mask-probability": (self.mask_probability, previous.get("objective_options", {}).get("probability")),
+                 "--generator-scale": (self.generator_scale, previous.get("generator", {}).get("scale")),
+                 "--discriminator-weight": (self.discriminator_weight, previous.get("generator", {}).get("weight"))}
         changed += [f"{flag} {mine} (run has {theirs})" for flag, (mine, theirs) in asked.items()
                     if mine is not None and mine != theirs]
         if changed:
@@ -165,8 +188,8 @@ def _trainer(run_spec: dict, out: Path, dist: Distributed, use_codecarbon: bool,
                           "resume needs the same data")
     tokenizer = shards.tokenizer
     seed_everything(settings.seed)
-    model = build_model(config)
-    model.attach_tokenizer(tokenizer)
+    model = pretraining_model(run_spec["objective"], config, run_spec.get("generator"))
+    saved_model(model).attach_tokenizer(tokenizer)
     name = run_spec["objective"]
     sources = ShardSources(shards, build_objective(name, config.family, tokenizer, run_spec.get("objective_options")),
                            settings.seq_len, settings.seed)

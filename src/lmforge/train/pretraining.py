@@ -8,6 +8,8 @@ from typing import Iterator
 from ..config import ModelConfig
 from ..data import OBJECTIVES, ResumableSampler, pretraining_batches, pretraining_windows
 from ..errors import ConfigError, DataError
+from ..models.build import build_model
+from ..models.electra import ElectraPretraining
 from ..tokenizer import Tokenizer
 
 # views of the one registry, data.OBJECTIVES
@@ -31,9 +33,23 @@ def build_objective(name: str, family: str, tokenizer: Tokenizer, options: dict 
     if name not in OBJECTIVE_FAMILY:
         raise ConfigError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVE_FAMILY)}")
     if OBJECTIVE_FAMILY[name] != family:
-        raise ConfigError(f"objective {name} trains a {OBJECTIVE_FAMILY[name]} model, but this model is a {family}; "
-                          f"use --objective {', '.join(k for k, v in OBJECTIVE_FAMILY.items() if v == family)}")
+        article = "an" if OBJECTIVE_FAMILY[name][0] in "aeiou" else "a"
+        raise ConfigError(f"objective {name} trains {article} {OBJECTIVE_FAMILY[name]} model, but this model is "
+                          f"{'an' if family[0] in 'aeiou' else 'a'} {family}; use --objective "
+                          f"{' or '.join(k for k, v in OBJECTIVE_FAMILY.items() if v == family)}")
     return OBJECTIVES[name](tokenizer, **(options or {}))
+
+
+def pretraining_model(name: str, config: ModelConfig, generator: dict | None = None):
+    """The module objective `name` trains, randomly initialised: the model of `config` itself, or for
+    `rtd` an `ElectraPretraining` (generator + discriminator; `generator` holds its `scale` and `weight`)
+    whose `saved_model` is the encoder that checkpoints hold."""
+    if name == "rtd":
+        options = generator or {}
+        return ElectraPretraining.build(config, **{key: options[flag] for key, flag in
+                                                   (("generator_scale", "scale"), ("discriminator_weight", "weight"))
+                                                   if options.get(flag) is not None})
+    return build_model(config)
 
 
 def masked_lm_loss(model, batch: dict):
@@ -42,9 +58,15 @@ def masked_lm_loss(model, batch: dict):
     return model(**batch, labelled_only=True).loss
 
 
+def replaced_token_loss(model, batch: dict):
+    """ELECTRA's loss (generator MLM + weight x discriminator) and its parts for the training log."""
+    out = model(**batch)
+    return out.loss, out.parts()
+
+
 def objective_loss(name: str):
     """The Trainer's loss hook for objective `name` (None: the model's own loss on the batch)."""
-    return masked_lm_loss if name == "mlm" else None
+    return {"mlm": masked_lm_loss, "rtd": replaced_token_loss}.get(name)
 
 
 def fit_config_to_tokenizer(config: ModelConfig, tokenizer: Tokenizer, vocab_from_data: bool) -> ModelConfig:

@@ -64,12 +64,17 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
+MASKING_OBJECTIVES = ("mlm", "rtd")  # the objectives that take a masking probability
+
+
 def objective_options(objective: str, recipe: Recipe, mask_probability: float | None) -> dict:
-    """Constructor options of the objective: the masking probability for masked LM (given, else the recipe's)."""
+    """Constructor options of the objective: the masking probability for masked LM and replaced-token
+    detection (given, else the recipe's)."""
     if mask_probability is not None and not 0 < mask_probability < 1:
         raise ConfigError(f"--mask-probability must be between 0 and 1, got {mask_probability}")
-    if objective != "mlm":
+    if objective not in MASKING_OBJECTIVES:
         if mask_probability is not None:
-            raise ConfigError(f"--mask-probability applies to --objective mlm, not {objective}; drop it")
+            raise ConfigError(f"--mask-probability applies to --objective {' or '.join(MASKING_OBJECTIVES)}, "
+                              f"not {objective}; drop it")
         return {}
     return {"probability": mask_probability if mask_probability is not None else recipe.mask_probability}

@@ -4,6 +4,7 @@
         config.json, model.safetensors, tokenizer.json, README.md   (lmforge.load reads these)
         trainer_state.json          step, counters, sampler, callbacks, RNG states, optimizer hyperparameters
         trainer_state.safetensors   optimizer moments (exp_avg, exp_avg_sq, step) by parameter index
+        training_parts.safetensors  training-only weights beside the model (an RTD generator), if any
 
 The whole folder is written through `atomic_folder`: a crash leaves the previous checkpoint intact.
 """
@@ -26,6 +27,7 @@ from ..files import naming
 
 STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
+AUXILIARY_WEIGHTS = "training_parts.safetensors"
 
 
 # ---- random number generators ------------------------------------------------------------------
@@ -78,12 +80,17 @@ def join_optimizer_state(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
 
 
 # ---- the folder --------------------------------------------------------------------------------
-def write_training_checkpoint(path: Path, model, card: dict, state: dict, tensors: dict[str, torch.Tensor]) -> None:
-    """Write model + trainer state to `path` as one atomic folder replacement."""
+def write_training_checkpoint(path: Path, model, card: dict, state: dict, tensors: dict[str, torch.Tensor],
+                              auxiliary: dict[str, torch.Tensor] | None = None) -> None:
+    """Write model + trainer state (+ `auxiliary` training-only weights) to `path` as one atomic folder
+    replacement."""
     with atomic_folder(path) as tmp:
         save_checkpoint(model, tmp, card=card)
         with naming(tmp / STATE_TENSORS):
             save_file(tensors, str(tmp / STATE_TENSORS))
+        if auxiliary is not None:
+            with naming(tmp / AUXILIARY_WEIGHTS):
+                save_file({k: v.detach().contiguous().cpu() for k, v in auxiliary.items()}, str(tmp / AUXILIARY_WEIGHTS))
         (tmp / STATE_JSON).write_text(json.dumps(state), encoding="utf-8")
 
 
@@ -99,3 +106,14 @@ def read_training_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise CheckpointError(f"the training state in {path} is damaged ({error}); delete the folder and "
                               "resume from an earlier copy, or start again with --overwrite") from None
     return state, tensors
+
+
+def read_auxiliary_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The training-only weights a training checkpoint keeps beside the model."""
+    if not (path / AUXILIARY_WEIGHTS).is_file():
+        raise CheckpointError(f"{path} lacks {AUXILIARY_WEIGHTS} (the training-only weights, e.g. an RTD generator); "
+                              "it was not written by this kind of run: start again with --overwrite")
+    try:
+        return load_file(str(path / AUXILIARY_WEIGHTS))
+    except Exception as error:  # safetensors decoding errors
+        raise CheckpointError(f"{path / AUXILIARY_WEIGHTS} is damaged ({error}); start again with --overwrite") from None

@@ -6,7 +6,12 @@
 
 `batches(micro_batch_size, rank, world_size)` returns this rank's source of training batches: an
 iterable of dicts fed to the loss hook (default `model(**batch).loss`); when one pass ends the loop
-starts another. A source with `state_dict()` / `load_state_dict()` (a resumable sampler) is saved in
+starts another. A hook may return `(loss, {name: float})`: those parts of the loss (averaged over
+accumulation steps and ranks) are logged beside it, and evaluation reports them as `eval_<name>`.
+
+The trained module may be a training wrapper (ELECTRA's generator + discriminator) with a `saved_model`,
+the model that checkpoints and final/ hold, and `auxiliary_state_dict()` / `load_auxiliary_state_dict()`
+for its training-only weights, which training checkpoints keep for an exact resume. A source with `state_dict()` / `load_state_dict()` (a resumable sampler) is saved in
 every checkpoint, which together with the model, optimizer, step and RNG states makes a resumed run
 bitwise identical to an uninterrupted one on CPU. `eval_batches()` returns a fresh iterable of
 evaluation batches each time it is called.
@@ -39,8 +44,8 @@ from .result import RunCard, TrainResult, checkpoint_card, training_card
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .settings import TrainSettings
 from .model_shards import ModelShards
-from .state import join_optimizer_state, read_training_state, rng_state, set_rng_state, split_optimizer_state, \
-    write_training_checkpoint
+from .state import join_optimizer_state, read_auxiliary_weights, read_training_state, rng_state, set_rng_state, \
+    split_optimizer_state, write_training_checkpoint
 
 Batch = dict[str, Any]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -54,6 +59,11 @@ class TrainingError(LmforgeError):
 def default_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     """The model's own loss for a batch that holds labels."""
     return model(**batch).loss
+
+
+def loss_and_parts(result) -> tuple[torch.Tensor | None, dict[str, float]]:
+    """A loss hook's result as (loss, named parts): a hook returns a loss, or (loss, {name: float})."""
+    return result if isinstance(result, tuple) else (result, {})
 
 
 def count_tokens(batch: Batch) -> int:
@@ -75,6 +85,9 @@ class Trainer:
         self.micro_batch = settings.micro_batch_size(self.dist.world_size)
         if settings.precision == "fp16" and self.dist.device.type != "cuda":
             raise ConfigError("precision fp16 needs a CUDA GPU (it uses a gradient scaler); use bf16 or fp32 on CPU")
+        if fsdp and hasattr(model, "saved_model"):
+            raise ConfigError("FSDP cannot shard a training wrapper with training-only parts (an RTD generator); "
+                              "drop --fsdp (data parallel training works)")
         self.model = model.to(self.dist.device)
         self.wrapped = self.dist.wrap(self.model, fsdp)
         self.shards = ModelShards(self.model, self.wrapped, fsdp and self.dist.enabled)
@@ -104,6 +117,7 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.last_saved_step = 0
         self.stop_reason: str | None = None  # set by `request_stop` (early stopping, time budgets)
+        self.step_parts: dict[str, float] = {}  # the loss hook's named parts at the last step
         self.segment_start = time.perf_counter()
 
     # ---- paths -------------------------------------------------------------------------------
@@ -174,16 +188,19 @@ class Trainer:
         set_learning_rate(self.optimizer, learning_rate(self.step, s))
         loss_sum = torch.zeros((), device=self.dist.device)
         tokens = 0
+        parts: dict[str, float] = {}
         try:
             for micro in range(s.grad_accum):
                 batch = self._to_device(next(batches))
                 tokens += count_tokens(batch)
                 sync = micro == s.grad_accum - 1
                 with self._no_sync(sync), self._autocast():
-                    loss = self._loss(batch)
+                    loss, micro_parts = self._loss_and_parts(batch)
                 scaled = loss / s.grad_accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
                 loss_sum += loss.detach().float()
+                for name, value in micro_parts.items():
+                    parts[name] = parts.get(name, 0.0) + value / s.grad_accum
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             grad_norm = self.shards.clip_grad_norm(s.clip_norm or math.inf)
@@ -193,8 +210,9 @@ class Trainer:
             if "out of memory" in str(error) or "can't allocate memory" in str(error):
                 raise self._out_of_memory() from None
             raise
-        total_loss, total_tokens = self.dist.sum([float(loss_sum) / s.grad_accum, tokens])
+        total_loss, total_tokens, *part_sums = self.dist.sum([float(loss_sum) / s.grad_accum, tokens, *parts.values()])
         loss_value = total_loss / self.dist.world_size
+        self.step_parts = {name: value / self.dist.world_size for name, value in zip(parts, part_sums)}
         if not (math.isfinite(loss_value) and (math.isfinite(grad_norm) or self.scaler is not None)):
             self._non_finite(loss_value, grad_norm)
         elif self.scaler is not None:
@@ -206,12 +224,15 @@ class Trainer:
         return loss_value, grad_norm, int(total_tokens)
 
     def _loss(self, batch: Batch) -> torch.Tensor:
-        result = self.loss_fn(self.forward_model, batch)
-        loss = result[0] if isinstance(result, tuple) else result
+        return self._loss_and_parts(batch)[0]
+
+    def _loss_and_parts(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss hook's loss and the named parts it reports (none for a hook that returns a tensor)."""
+        loss, parts = loss_and_parts(self.loss_fn(self.forward_model, batch))
         if loss is None:
             raise ConfigError("the loss hook returned None: the batches hold no labels; "
                               "give labelled batches or a loss_fn")
-        return loss
+        return loss, parts
 
     def _no_sync(self, sync: bool):
         """Skip DDP's gradient all-reduce on all but the last accumulation micro-step."""
@@ -263,7 +284,7 @@ class Trainer:
             record = {"step": self.step, "loss": loss, "loss_avg": self.window["loss"] / self.window["steps"],
                       "lr": learning_rate(self.step - 1, s), "grad_norm": grad_norm, "tokens": self.tokens,
                       "skipped": self.skipped, "elapsed_s": round(self._elapsed(), 3),
-                      "tok_per_s": round(self._tokens_per_second(), 1)}
+                      "tok_per_s": round(self._tokens_per_second(), 1), **self.step_parts}
             self.window = {"loss": 0.0, "steps": 0}
             self.log.append(record)
             for callback in self.callbacks:
@@ -311,17 +332,23 @@ class Trainer:
             yield self._to_device(batch)
 
     def _eval_loss(self, batches: Iterable[Batch]) -> dict[str, float]:
-        total, weight = 0.0, 0
+        """Label-weighted means of the loss and of the loss hook's parts (`eval_<part>`); the perplexity when
+        the loss has no parts."""
+        totals: dict[str, float] = {}
+        weight = 0
         for batch in batches:
-            loss = self._loss(batch)
+            loss, parts = self._loss_and_parts(batch)
             labels = batch.get("labels")
             count = int((labels != IGNORE_INDEX).sum()) if labels is not None else 1
-            total += float(loss) * count
+            for name, value in {"loss": float(loss), **parts}.items():
+                totals[name] = totals.get(name, 0.0) + value * count
             weight += count
         if weight == 0:
             raise ConfigError("the evaluation data yields no batches; give more evaluation data")
-        mean = total / weight
-        return {"eval_loss": mean, "eval_ppl": math.exp(min(mean, 700.0))}
+        means = {f"eval_{name}": total / weight for name, total in totals.items()}
+        if len(means) > 1:  # a loss made of parts (ELECTRA's) is no log-likelihood: no perplexity
+            return means
+        return {"eval_loss": means["eval_loss"], "eval_ppl": math.exp(min(means["eval_loss"], 700.0))}
 
     def trainer_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """Everything besides the weights that a resume needs (JSON part, tensor part)."""
@@ -348,7 +375,8 @@ class Trainer:
         model = self.shards.full_model()
         if self.dist.is_main:
             card = checkpoint_card(self.card, self.step, self.tokens, metrics or self.last_eval)
-            write_training_checkpoint(path, model, card, state, tensors)
+            auxiliary = model.auxiliary_state_dict() if hasattr(model, "auxiliary_state_dict") else None
+            write_training_checkpoint(path, saved_model(model), card, state, tensors, auxiliary)
         self.dist.barrier()
         if name == "last":
             self.last_checkpoint, self.last_saved_step = path, self.step
@@ -365,7 +393,9 @@ class Trainer:
             raise CheckpointError(f"{path} was written by {state['world_size']} process(es) but this run has "
                                   f"{self.dist.world_size}; resume with the same number of processes")
         weights = read_safetensors(path / WEIGHTS_FILE)
-        self.shards.load_model(weights, lambda module, st: load_weights(module, st, str(path / WEIGHTS_FILE)))
+        self.shards.load_model(weights, lambda module, st: load_weights(saved_model(module), st, str(path / WEIGHTS_FILE)))
+        if hasattr(self.model, "load_auxiliary_state_dict"):
+            self.model.load_auxiliary_state_dict(read_auxiliary_weights(path))
         self.shards.load_optimizer(self.optimizer, join_optimizer_state(state["optimizer"], tensors))
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -420,9 +450,14 @@ class Trainer:
         run = self.card
         for callback in self.callbacks:
             run = dataclasses.replace(run, **callback.card_facts(self))
-        model.save(self.out_dir / "final", card=training_card(run, result))
+        saved_model(model).save(self.out_dir / "final", card=training_card(run, result))
         write_text(self.out_dir / "summary.json", json.dumps(result.summary(), indent=2) + "\n")
         self.dist.barrier()
+
+
+def saved_model(model: nn.Module) -> nn.Module:
+    """The model a checkpoint holds: `model` itself, or a training wrapper's `saved_model`."""
+    return getattr(model, "saved_model", model)
 
 
 def _hardware(dist: Distributed) -> str:
