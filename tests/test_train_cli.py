@@ -63,7 +63,7 @@ def test_bad_inputs_are_one_line_errors(data, tmp_path, capsys):
     assert pretrain(data, tmp_path / "c", "--seq-len", "1000") == 2
     assert "exceeds the model's max_positions" in error_of(capsys)
     assert pretrain(data, tmp_path / "d", "--objective", "mlm") == 2
-    assert "objective mlm trains a encoder model" in error_of(capsys)
+    assert "objective mlm trains an encoder model" in error_of(capsys)
     assert pretrain(data, tmp_path / "e", "--resume") == 2
     assert "nothing to resume" in error_of(capsys)
 

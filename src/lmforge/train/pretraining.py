@@ -33,11 +33,15 @@ def build_objective(name: str, family: str, tokenizer: Tokenizer, options: dict 
     if name not in OBJECTIVE_FAMILY:
         raise ConfigError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVE_FAMILY)}")
     if OBJECTIVE_FAMILY[name] != family:
-        article = "an" if OBJECTIVE_FAMILY[name][0] in "aeiou" else "a"
-        raise ConfigError(f"objective {name} trains {article} {OBJECTIVE_FAMILY[name]} model, but this model is "
-                          f"{'an' if family[0] in 'aeiou' else 'a'} {family}; use --objective "
-                          f"{' or '.join(k for k, v in OBJECTIVE_FAMILY.items() if v == family)}")
+        fitting = " or ".join(k for k, v in OBJECTIVE_FAMILY.items() if v == family)
+        raise ConfigError(f"objective {name} trains {_a(OBJECTIVE_FAMILY[name])} model, but this model is "
+                          f"{_a(family)}; use --objective {fitting}")
     return OBJECTIVES[name](tokenizer, **(options or {}))
+
+
+def _a(noun: str) -> str:
+    """`noun` with its indefinite article: "an encoder", "a decoder"."""
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def pretraining_model(name: str, config: ModelConfig, generator: dict | None = None):
