@@ -1,13 +1,16 @@
-"""ELECTRA replaced-token detection against masked LM at the same wall-clock budget, on the demo's data.
+"""ELECTRA replaced-token detection against masked LM at the same compute budget, on the demo's data.
 
-    OMP_NUM_THREADS=1 python examples/rtd_vs_mlm.py --work runs/rtd_vs_mlm --budget 240 --seeds 3 --threads 1
+    OMP_NUM_THREADS=1 python examples/rtd_vs_mlm.py --work runs/rtd_vs_mlm --steps 300 --seeds 3 --threads 1
+    OMP_NUM_THREADS=1 python examples/rtd_vs_mlm.py --work runs/rtd_vs_mlm --budget 240   # a quiet machine
 
 Both objectives pretrain the demo's 4 x 128 BERT on the demo corpus (Python standard-library docstrings,
-WordPiece 4,000; built by examples/pretrain_ablation.py's `prepare`) with `--time-budget BUDGET` and the
-same settings; then each encoder, and the same architecture from scratch, is fine-tuned on 16 labelled
-docstrings per package (8 packages) for 120 steps at lr 1e-3 with SEEDS seeds. Prints the masked-LM loss
-(RTD: its generator's) beside the corpus's unigram entropy, and the mean and spread of test accuracy.
-Wall-clock budgets make the comparison depend on the machine's load: run it on a quiet machine.
+WordPiece 4,000; built by examples/pretrain_ablation.py's `prepare`) with the same settings. The budget is
+either wall-clock (`--budget SECONDS`, `lmforge pretrain --time-budget`: only fair on a quiet machine) or
+`--steps N` masked-LM steps, RTD getting N x (one MLM step's time / one RTD step's time), the ratio measured
+by interleaved timed steps in this process (so a loaded machine slows both alike). Each encoder, and the same
+architecture from scratch, is then fine-tuned on 16 labelled docstrings per package (8 packages) for 120
+steps at lr 1e-3 with SEEDS seeds. Prints the masked-LM loss (RTD: its generator's) beside the corpus's
+unigram entropy, and the mean and spread of test accuracy.
 """
 
 from __future__ import annotations
@@ -23,12 +26,16 @@ import torch
 from lmforge import presets
 from lmforge.eval.evaluate import evaluate
 from lmforge.finetune import DataOptions, finetune
+from lmforge.train import TrainSettings
+from lmforge.train.budget import measure_step_seconds
 from lmforge.train.metrics_log import MetricsLog
 from lmforge.train.pretrain import PretrainRequest, pretrain
+from lmforge.train.pretraining import ShardSources, build_objective, fit_config_to_tokenizer, objective_loss, \
+    pretraining_model
 from pretrain_ablation import prepare
 
-SETTINGS = {"batch_size": 32, "seq_len": 128, "lr": 1e-3, "weight_decay": 0.01, "beta2": 0.98, "warmup_steps": 30,
-            "eval_batches": 16}
+SETTINGS = {"batch_size": 32, "seq_len": 128, "lr": 1e-3, "weight_decay": 0.01, "beta2": 0.98, "eval_batches": 8}
+CONFIG = presets.bert_like(d_model=128, n_heads=4, n_layers=4, d_ff=512, max_positions=128, name="demo-bert")
 FINETUNE = {"max_steps": 120, "batch_size": 32, "warmup_steps": 12, "eval_every": 20, "lr": 1e-3}
 
 
@@ -39,12 +46,28 @@ def unigram_entropy(shards) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def pretrain_arm(objective: str, budget: float, work: Path, shards_dir: Path) -> dict:
+def step_cost_ratio(shards, rounds: int = 3) -> float:
+    """Seconds of one RTD optimizer step / one masked-LM step, from interleaved timed steps (median ratio)."""
+    config = fit_config_to_tokenizer(CONFIG, shards.tokenizer, vocab_from_data=True)
+    settings = TrainSettings(**SETTINGS)
+    arms = {name: (pretraining_model(name, config), objective_loss(name),
+                   ShardSources(shards, build_objective(name, "encoder", shards.tokenizer), 128).train(32))
+            for name in ("mlm", "rtd")}
+    ratios = []
+    for _ in range(rounds):
+        seconds = {name: measure_step_seconds(model, batches, loss, settings) for name, (model, loss, batches)
+                   in arms.items()}
+        ratios.append(seconds["rtd"] / seconds["mlm"])
+    return statistics.median(ratios)
+
+
+def pretrain_arm(objective: str, work: Path, shards_dir: Path, budget: float | None, steps: int | None) -> dict:
     out = work / f"pretrain-{objective}"
-    config = presets.bert_like(d_model=128, n_heads=4, n_layers=4, d_ff=512, max_positions=128, name="demo-bert")
     if not (out / "summary.json").is_file():
-        pretrain(out, PretrainRequest(config=config, data=shards_dir, objective=objective, time_budget=budget,
-                                      vocab_from_data=True, settings=dict(SETTINGS)),
+        schedule = ({"max_steps": steps, "warmup_steps": max(1, steps // 10), "eval_every": max(1, steps // 4),
+                     "save_every": steps, "log_every": 10} if steps else {"warmup_steps": 30})
+        pretrain(out, PretrainRequest(config=CONFIG, data=shards_dir, objective=objective, time_budget=budget,
+                                      vocab_from_data=True, settings={**SETTINGS, **schedule}),
                  overwrite=True, use_codecarbon=False, progress=False)
     summary = json.loads((out / "summary.json").read_text())
     evals = [r for r in MetricsLog(out / "metrics.jsonl").read() if "eval_loss" in r]
@@ -70,14 +93,24 @@ def finetune_arm(name: str, source: dict, seeds: int, work: Path, data: Path) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/rtd_vs_mlm"))
-    parser.add_argument("--budget", type=float, default=240.0, help="pretraining seconds per objective")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--budget", type=float, help="pretraining seconds per objective (a quiet machine)")
+    budget.add_argument("--steps", type=int, default=300, help="masked-LM steps; RTD gets as many seconds' worth")
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per arm")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data, shards = prepare(args.work)
     entropy = unigram_entropy(shards)
-    arms = [pretrain_arm(objective, args.budget, args.work, data / "shards") for objective in ("mlm", "rtd")]
+    if args.budget:
+        arms = [pretrain_arm(objective, args.work, data / "shards", args.budget, None) for objective in ("mlm", "rtd")]
+        ratio = None
+    else:
+        ratio = step_cost_ratio(shards)
+        print(f"one RTD step costs {ratio:.2f} masked-LM steps (interleaved timing); "
+              f"RTD gets {round(args.steps / ratio)} steps for {args.steps} masked-LM steps", flush=True)
+        arms = [pretrain_arm("mlm", args.work, data / "shards", None, args.steps),
+                pretrain_arm("rtd", args.work, data / "shards", None, round(args.steps / ratio))]
     print(f"unigram entropy of the corpus: {entropy:.3f} nats")
     print("| objective | steps in budget | masked-LM loss (RTD: generator) | below unigram entropy | "
           "discriminator loss / accuracy |")
@@ -97,7 +130,8 @@ def main() -> None:
         print(f"| {row['arm']} | {row['mean']:.3f} ± {row['spread']:.3f} | "
               f"{', '.join(f'{a:.3f}' for a in row['test_accuracy'])} |")
     (args.work / "results.json").write_text(json.dumps({"unigram_entropy": entropy, "pretraining": arms,
-                                                        "finetuning": results, "budget_s": args.budget}, indent=2))
+                                                        "finetuning": results, "budget_s": args.budget,
+                                                        "mlm_steps": args.steps, "rtd_step_cost": ratio}, indent=2))
 
 
 if __name__ == "__main__":

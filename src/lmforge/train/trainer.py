@@ -6,15 +6,16 @@
 
 `batches(micro_batch_size, rank, world_size)` returns this rank's source of training batches: an
 iterable of dicts fed to the loss hook (default `model(**batch).loss`); when one pass ends the loop
-starts another. A hook may return `(loss, {name: float})`: those parts of the loss (averaged over
-accumulation steps and ranks) are logged beside it, and evaluation reports them as `eval_<name>`.
-
-The trained module may be a training wrapper (ELECTRA's generator + discriminator) with a `saved_model`,
-the model that checkpoints and final/ hold, and `auxiliary_state_dict()` / `load_auxiliary_state_dict()`
-for its training-only weights, which training checkpoints keep for an exact resume. A source with `state_dict()` / `load_state_dict()` (a resumable sampler) is saved in
+starts another. A source with `state_dict()` / `load_state_dict()` (a resumable sampler) is saved in
 every checkpoint, which together with the model, optimizer, step and RNG states makes a resumed run
 bitwise identical to an uninterrupted one on CPU. `eval_batches()` returns a fresh iterable of
 evaluation batches each time it is called.
+
+A hook may return `(loss, {name: float})`: those parts of the loss (averaged over accumulation steps and
+ranks) are logged beside it, and evaluation reports them as `eval_<name>`. The trained module may be a
+training wrapper (ELECTRA's generator + discriminator) with a `saved_model`, the model that checkpoints and
+final/ hold, and `auxiliary_state_dict()` / `load_auxiliary_state_dict()` for its training-only weights,
+which training checkpoints keep (training_parts.safetensors) for an exact resume.
 """
 
 from __future__ import annotations
