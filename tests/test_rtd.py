@@ -210,6 +210,14 @@ def test_the_saved_checkpoint_is_the_discriminator_as_an_ordinary_encoder(finish
         assert record["loss"] == pytest.approx(record["generator_loss"] + 50 * record["discriminator_loss"], rel=1e-5)
 
 
+def test_resume_refuses_another_generator(finished_run, capsys):
+    before = (finished_run / "final" / "model.safetensors").read_bytes()
+    assert main(["pretrain", "--out", str(finished_run), "--resume", "--generator-scale", "0.5", "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--generator-scale 0.5 (run has 0.25)" in error and len(error.splitlines()) == 1
+    assert (finished_run / "final" / "model.safetensors").read_bytes() == before
+
+
 def test_the_discriminator_fine_tunes_and_exports(finished_run, tmp_path):
     import random
 

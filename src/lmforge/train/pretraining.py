@@ -9,7 +9,7 @@ from ..config import ModelConfig
 from ..data import OBJECTIVES, ResumableSampler, pretraining_batches, pretraining_windows
 from ..errors import ConfigError, DataError
 from ..models.build import build_model
-from ..models.electra import ElectraPretraining
+from ..models.electra import DEFAULT_DISCRIMINATOR_WEIGHT, DEFAULT_GENERATOR_SCALE, ElectraPretraining
 from ..tokenizer import Tokenizer
 
 # views of the one registry, data.OBJECTIVES
@@ -50,9 +50,8 @@ def pretraining_model(name: str, config: ModelConfig, generator: dict | None = N
     whose `saved_model` is the encoder that checkpoints hold."""
     if name == "rtd":
         options = generator or {}
-        return ElectraPretraining.build(config, **{key: options[flag] for key, flag in
-                                                   (("generator_scale", "scale"), ("discriminator_weight", "weight"))
-                                                   if options.get(flag) is not None})
+        return ElectraPretraining.build(config, options.get("scale", DEFAULT_GENERATOR_SCALE),
+                                        options.get("weight", DEFAULT_DISCRIMINATOR_WEIGHT))
     return build_model(config)
 
 
