@@ -78,16 +78,12 @@ def pretrain_arm(objective: str, work: Path, shards_dir: Path, budget: float | N
             "discriminator_accuracy": last.get("eval_discriminator_accuracy"), "final": str(out / "final")}
 
 
-def finetune_arm(name: str, source: dict, seeds: int, work: Path, data: Path) -> dict:
-    accuracies = []
-    for seed in range(seeds):
-        folder = work / "finetune" / f"{name}-seed{seed}"
-        options = DataOptions(max_length=128)
-        result = finetune("classify", data / "train.jsonl", data / "valid.jsonl", out=folder, overwrite=True,
-                          settings={**FINETUNE, "seed": seed}, data_options=options, progress=False, **source)
-        accuracies.append(evaluate(result.model_path, data / "test.jsonl", "classify", data_options=options)["accuracy"])
-    return {"arm": name, "test_accuracy": accuracies, "mean": statistics.mean(accuracies),
-            "spread": statistics.pstdev(accuracies)}
+def finetune_once(source: dict, seed: int, folder: Path, data: Path) -> float:
+    """Test accuracy of one fine-tuning run from `source` with `seed`."""
+    options = DataOptions(max_length=128)
+    result = finetune("classify", data / "train.jsonl", data / "valid.jsonl", out=folder, overwrite=True,
+                      settings={**FINETUNE, "seed": seed}, data_options=options, progress=False, **source)
+    return evaluate(result.model_path, data / "test.jsonl", "classify", data_options=options)["accuracy"]
 
 
 def main() -> None:
@@ -119,11 +115,16 @@ def main() -> None:
         detection = (f"{arm['discriminator_loss']:.3f} / {arm['discriminator_accuracy']:.3f}"
                      if arm["discriminator_loss"] is not None else "-")
         print(f"| {arm['objective']} | {arm['steps']} | {arm['mlm_loss']:.3f} | {entropy - arm['mlm_loss']:.3f} | "
-              f"{detection} |")
-    results = [finetune_arm(f"pretrained-{arm['objective']}", {"checkpoint": arm["final"]}, args.seeds, args.work, data)
-               for arm in arms]
-    results.append(finetune_arm("from-scratch", {"checkpoint": arms[0]["final"], "from_scratch": True}, args.seeds,
-                                args.work, data))
+              f"{detection} |", flush=True)
+    sources = {f"pretrained-{arm['objective']}": {"checkpoint": arm["final"]} for arm in arms}
+    sources["from-scratch"] = {"checkpoint": arms[0]["final"], "from_scratch": True}
+    accuracies: dict[str, list[float]] = {name: [] for name in sources}
+    for seed in range(args.seeds):  # seed by seed, so that a stopped run still compares every arm
+        for name, source in sources.items():
+            accuracies[name].append(finetune_once(source, seed, args.work / "finetune" / f"{name}-seed{seed}", data))
+            print(f"   {name} seed {seed}: test accuracy {accuracies[name][-1]:.3f}", flush=True)
+    results = [{"arm": name, "test_accuracy": values, "mean": statistics.mean(values),
+                "spread": statistics.pstdev(values)} for name, values in accuracies.items()]
     print(f"\n| arm | test accuracy, mean ± sd over {args.seeds} fine-tuning seeds | per seed |")
     print("|---|---:|---|")
     for row in results:
