@@ -149,7 +149,7 @@ def test_architecture_md_lists_the_declared_layers_in_order():
 
 
 def test_architecture_md_glossary_matches_the_registries():
-    from lmforge.distill.sources import OBJECTIVE_TASKS
+    from lmforge.distill.sources import OBJECTIVES as DISTILL_OBJECTIVES
     from lmforge.finetune.tasks import TASKS as FINETUNE_TASKS
     from lmforge.infer.pipelines import PIPELINES
     from lmforge.models.heads import HEADS
@@ -159,7 +159,7 @@ def test_architecture_md_glossary_matches_the_registries():
             if line.startswith("| ") and "`lmforge." in line}
     for registry, names in (("lmforge.models.heads.HEADS", HEADS), ("lmforge.finetune.tasks.TASKS", FINETUNE_TASKS),
                             ("lmforge.data.objectives.OBJECTIVES", OBJECTIVES),
-                            ("lmforge.distill.sources.OBJECTIVE_TASKS", OBJECTIVE_TASKS),
+                            ("lmforge.distill.sources.OBJECTIVES", DISTILL_OBJECTIVES),
                             ("lmforge.infer.pipelines.PIPELINES", PIPELINES)):
         assert [n.strip(" `") for n in rows[registry].split(",")] == list(names), registry
 

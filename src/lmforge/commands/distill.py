@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..distill import LossWeights, format_report
 from ..distill.job import DistillRequest, distill_teacher
+from ..distill.sources import OBJECTIVES
 from ..train.distributed import Distributed
 from .flags import add_training_run_flags, setting_overrides
 
@@ -29,7 +30,7 @@ def register(subparsers) -> None:
     parser.add_argument("--train", metavar="FILE", help="labelled training file (objective task; seq2seq: JSONL)")
     parser.add_argument("--valid", metavar="FILE", help="labelled validation file, for evaluation and the report")
     parser.add_argument("--unlabelled", metavar="FILE", help="extra text lines taught by soft targets only (task)")
-    parser.add_argument("--objective", choices=["mlm", "task", "clm", "seq2seq"],
+    parser.add_argument("--objective", choices=list(OBJECTIVES),
                         help="default: from the teacher's head (masked-LM: mlm, classifier: task, causal-LM: clm, "
                              "seq2seq-LM: seq2seq)")
     student = parser.add_mutually_exclusive_group()

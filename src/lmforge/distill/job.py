@@ -20,7 +20,7 @@ from ..train.result import TrainResult
 from ..train.run_folder import RunFolder
 from .losses import LossWeights
 from .run import distill
-from .sources import labelled_sources, objective_for, shard_sources
+from .sources import OBJECTIVES, labelled_sources, objective_for, shard_sources
 from .student import make_student, student_config
 
 
@@ -77,7 +77,7 @@ def distill_teacher(out: str | Path, request: DistillRequest, *, overwrite: bool
 
 def _sources(request: DistillRequest, teacher, objective: str, settings):
     """Labelled files for task (and seq2seq given --train) distillation, prepared shards otherwise."""
-    if objective == "task" or (objective == "seq2seq" and request.train):
+    if OBJECTIVES[objective].reads_files(bool(request.train)):
         if not (request.train and request.valid) or request.data:
             raise ConfigError(f"objective {objective} reads labelled files: give --train FILE and --valid FILE "
                               "(not --data)")

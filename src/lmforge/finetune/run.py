@@ -28,7 +28,7 @@ from ..train.result import RunCard, TrainResult, training_card
 from ..train.run_folder import RunFolder
 from .scoring import batch_metrics
 from .batching import LengthGroupedBatches, sorted_batches
-from .defaults import size_defaults, stuck_at_majority_warning
+from .defaults import size_defaults
 from .model import build_task_model, load_model, resolve_source
 from .tasks import DataOptions, read_task_data, subset, task_spec
 
@@ -168,9 +168,8 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
     with folder.refusals_leave_nothing(new=True):
         result = trainer.fit()
     finished = _finish(out, trainer, result, run, card)
-    if task == "classify" and valid_examples:
-        names = [labels.names[int(e["labels"])] for e in valid_examples]
-        finished.warning = stuck_at_majority_warning(finished.metrics.get("accuracy"), names, settings.lr, parameters)
+    if spec.warning is not None and valid_examples:
+        finished.warning = spec.warning(finished.metrics, valid_examples, labels, settings.lr, parameters)
     return finished
 
 

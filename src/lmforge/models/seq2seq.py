@@ -33,6 +33,10 @@ class EncoderDecoderModel(LmforgeModel):
         c = self.config
         return c.decoder_start_token_id if c.decoder_start_token_id is not None else c.pad_token_id
 
+    @property
+    def inputs_from_labels(self) -> bool:
+        return not self.head.encoder_only  # the decoder inputs are the labels shifted right
+
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, S) source ids -> encoder hidden states (B, S, d)."""
         self.check_input_ids(input_ids)
