@@ -16,7 +16,9 @@ from .. import load
 from ..errors import InputError
 from ..eval.evaluate import evaluate
 from ..finetune.tasks import TASKS
-from .finetune import add_data_options, data_options
+from ..finetune.tasks import DataOptions
+from .finetune import data_options
+from .flags import add_dataclass_flags
 
 
 def register(subparsers) -> None:
@@ -35,7 +37,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64, help="seq2seq: tokens to generate")
     parser.add_argument("--num-beams", type=int, default=1, help="seq2seq: beam search width")
     parser.add_argument("--rouge", action="store_true", help="seq2seq: also ROUGE-1/2/L (summarization)")
-    add_data_options(parser)
+    add_dataclass_flags(parser, DataOptions, "data format")
     parser.set_defaults(run=run)
 
 

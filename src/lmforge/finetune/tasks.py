@@ -10,7 +10,7 @@ best checkpoint, how its labelled files are read and how it is scored (a new tas
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,14 +28,16 @@ from .scorers import ClassScorer, EntityScorer, GenerationScorer, PerplexityScor
 class DataOptions:
     """How labelled files are read (the readers' format options)."""
 
-    max_length: int | None = None  # tokens per example, specials included (default: min(512, the model's limit))
-    text_field: str = "text"
-    pair_field: str | None = None
-    label_field: str = "label"
-    source_field: str = "source"
-    target_field: str = "target"
-    block_size: int = 128  # clm: tokens per packed training block
-    errors: str = "strict"
+    max_length: int | None = field(default=None, metadata={
+        "help": "tokens per example, specials included (default: min(512, the model's max_positions))"})
+    text_field: str = field(default="text", metadata={"help": "text column (.csv/.tsv/.jsonl)"})
+    pair_field: str | None = field(default=None, metadata={"help": "second text column, for sentence pairs"})
+    label_field: str = field(default="label", metadata={"help": "label column"})
+    source_field: str = field(default="source", metadata={"help": "seq2seq .jsonl source field"})
+    target_field: str = field(default="target", metadata={"help": "seq2seq .jsonl target field"})
+    block_size: int = field(default=128, metadata={"help": "clm: tokens per training block (default 128)"})
+    errors: str = field(default="strict", metadata={"choices": ("strict", "replace"),
+                                                    "help": "what to do with bytes that are not UTF-8"})
 
 
 Reader = Callable[[list[Path], Tokenizer, "LabelSet | None", DataOptions], TaskData]
