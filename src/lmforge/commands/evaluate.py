@@ -18,14 +18,14 @@ from ..eval.evaluate import evaluate
 from ..finetune.tasks import TASKS
 from ..finetune.tasks import DataOptions
 from .finetune import data_options
-from .flags import add_dataclass_flags
+from .flags import add_adapter_flag, add_dataclass_flags
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="metrics of a checkpoint on a labelled file",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, metavar="DIR", help="an lmforge or Hugging Face checkpoint")
-    parser.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder (lmforge or PEFT) for --model")
+    add_adapter_flag(parser, "--model")
     parser.add_argument("--data", required=True, nargs="+", metavar="FILE",
                         help="labelled data (seq2seq: SOURCE TARGET files, or one .jsonl)")
     parser.add_argument("--task", choices=list(TASKS), help="default: the task the model's head serves")

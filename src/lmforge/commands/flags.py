@@ -83,6 +83,11 @@ def setting_overrides(args, exclude: tuple[str, ...] = ()) -> dict:
     return dataclass_values(args, TrainSettings, exclude=exclude)
 
 
+def add_adapter_flag(parser, base: str = "MODEL") -> None:
+    """--adapter DIR, the same flag on every command that loads a model: a LoRA adapter folder for `base`."""
+    parser.add_argument("--adapter", metavar="DIR", help=f"a LoRA adapter folder (lmforge or PEFT) for {base}")
+
+
 def add_energy_flags(parser, measure_by_default: bool) -> None:
     """--codecarbon / --no-codecarbon (the same spelling in every command) and --country."""
     default = "measure with codecarbon" if measure_by_default else "estimate from wall time"

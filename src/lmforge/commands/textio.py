@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from ..errors import InputError
 from ..infer.options import GenerationOptions
 from ..infer.pipelines import pipeline
+from .flags import add_adapter_flag
 
 
 def add_common(parser, batch_size: int = 8) -> None:
@@ -22,7 +23,7 @@ def add_common(parser, batch_size: int = 8) -> None:
     parser.add_argument("--no-truncate", action="store_true",
                         help="fail on inputs longer than the model accepts instead of truncating them")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"inputs per batch (default {batch_size})")
-    parser.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder (lmforge or PEFT) for MODEL")
+    add_adapter_flag(parser)
 
 
 def add_generation_flags(parser, max_new_tokens: int) -> None:
