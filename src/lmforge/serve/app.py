@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ..infer.pipelines import PIPELINES
+from ..infer.pipelines import PIPELINES, FeatureExtraction
 from .engine import EncoderJob, Event, GenerationRequest, QueueFull, ShuttingDown
 from .errors import ApiError, bad_field, queue_full, unavailable
 from .metrics import Metrics
@@ -253,7 +253,7 @@ def build_app(state: ServerState):
     async def embeddings(request: Request):
         fields = Fields(await body_of(request))
         served = state.model(fields.get("model", (str,), None))
-        if "feature-extraction" not in served.pipelines:
+        if FeatureExtraction.task not in served.pipelines:  # the pipeline this route serves
             raise ApiError(400, f"model {served.name!r} does not serve embeddings (feature-extraction); it can "
                            f"serve: {', '.join(served.tasks)}", param="model", code="unsupported_task")
         texts = fields.strings("input")
