@@ -11,7 +11,7 @@ import torch
 import lmforge
 from lmforge.errors import ConfigError, DataError
 from lmforge.finetune import FinetuneRequest, build_task_model, finetune, resolve_source
-from lmforge.finetune.tasks import read_task_data
+from lmforge.finetune.tasks import DataOptions, read_task_data
 from finetune_helpers import bpe_tokenizer, labelled_files, sentiment_lines, write_lines
 
 QUICK = {"max_steps": 40, "batch_size": 16, "lr": 3e-3, "warmup_steps": 4, "eval_every": 20, "log_every": 10}
@@ -103,7 +103,6 @@ def test_causal_lm_adaptation_lowers_the_validation_loss(files, tmp_path):
     bpe_tokenizer(tmp_path / "bpe")
     text = write_lines(tmp_path / "text.txt", [line.split(" ", 1)[1] for line in sentiment_lines(200, seed=5)])
     valid = write_lines(tmp_path / "valid.txt", [line.split(" ", 1)[1] for line in sentiment_lines(60, seed=6)])
-    from lmforge.finetune.tasks import DataOptions
 
     result = finetune(tmp_path / "run", FinetuneRequest("clm", text, valid, preset="tiny-gpt2", from_scratch=True,
                                                         tokenizer=tmp_path / "bpe",
@@ -202,3 +201,31 @@ def test_majority_warning_text():
     warning = stuck_at_majority_warning(0.8, labels, 5e-5, 2_000_000)
     assert "majority-class level 0.800" in warning and "--lr 0.001" in warning and "--max-steps" in warning
     assert stuck_at_majority_warning(0.95, labels, 5e-5, 2_000_000) is None
+
+
+def test_every_finetune_flag_reaches_the_request():
+    """The flags are generated from FinetuneRequest, DataOptions, LoraSettings and TrainSettings: each one given
+    on the command line (anywhere among the others) lands in its field; the others keep the dataclass defaults."""
+    from lmforge.cli import build_parser
+    from lmforge.commands.finetune import request_of
+    from lmforge.models.lora import LoraSettings
+
+    args = build_parser().parse_args([
+        "finetune", "--task", "seq2seq", "--train", "a.en", "a.de", "--valid", "b.en", "b.de", "--from", "ckpt",
+        "--tokenizer", "tok", "--max-train-examples", "50", "--max-valid-examples", "20", "--patience", "3",
+        "--time-budget", "60.5", "--best-metric", "chrf", "--max-new-tokens", "12", "--out", "run", "--country", "FRA",
+        "--max-length", "64", "--text-field", "t", "--pair-field", "p", "--label-field", "l", "--source-field", "s",
+        "--target-field", "g", "--block-size", "32", "--errors", "replace", "--lora-r", "4", "--lora-alpha", "8",
+        "--lora-dropout", "0.1", "--lora-targets", "q,v", "--rslora", "--lr", "0.01", "--max-steps", "7", "--compile"])
+    request = request_of(args)
+    assert (request.task, request.train, request.valid, request.checkpoint, request.preset, request.tokenizer) == \
+        ("seq2seq", ["a.en", "a.de"], ["b.en", "b.de"], "ckpt", None, "tok")
+    assert (request.max_train_examples, request.max_valid_examples, request.patience, request.time_budget,
+            request.best_metric, request.max_new_tokens, request.country) == (50, 20, 3, 60.5, "chrf", 12, "FRA")
+    assert request.data == DataOptions(max_length=64, text_field="t", pair_field="p", label_field="l",
+                                       source_field="s", target_field="g", block_size=32, errors="replace")
+    assert request.lora == LoraSettings(r=4, alpha=8.0, dropout=0.1, targets=("q", "v"), rslora=True)
+    assert request.settings == {"lr": 0.01, "max_steps": 7, "compile": True} and not request.from_scratch
+    plain = request_of(build_parser().parse_args(["finetune", "--preset", "tiny-bert", "--from-scratch", "--task",
+                                                  "classify", "--train", "x", "--out", "o"]))
+    assert plain == FinetuneRequest("classify", ["x"], preset="tiny-bert", from_scratch=True, settings={})

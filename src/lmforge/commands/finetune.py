@@ -59,11 +59,14 @@ def data_options(args) -> DataOptions:
     return DataOptions(**dataclass_values(args, DataOptions))
 
 
+def request_of(args) -> FinetuneRequest:
+    """The run the flags ask for (LoRA flag mistakes are found here, before any data is read)."""
+    return FinetuneRequest(**dataclass_values(args, FinetuneRequest), data=data_options(args), lora=lora_settings(args),
+                           settings=setting_overrides(args, exclude=CHOSEN_BY_TASK), country=args.country)
+
+
 def run(args) -> int:
-    request = FinetuneRequest(**dataclass_values(args, FinetuneRequest), data=data_options(args),
-                              lora=lora_settings(args),  # flag mistakes before any data is read
-                              settings=setting_overrides(args, exclude=CHOSEN_BY_TASK), country=args.country)
-    result = finetune(args.out, request, overwrite=args.overwrite, use_codecarbon=args.codecarbon,
+    result = finetune(args.out, request_of(args), overwrite=args.overwrite, use_codecarbon=args.codecarbon,
                       progress=not args.quiet)
     print(result.starting_point)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))

@@ -66,9 +66,11 @@ def flag_type(hint) -> type:
 
 
 def dataclass_values(args, cls, prefix: str = "", exclude: tuple[str, ...] = ()) -> dict:
-    """The fields of dataclass `cls` given on the command line (flags left out are None and not returned)."""
+    """The fields of dataclass `cls` that `add_dataclass_flags` made flags of and the command line gave
+    (flags left out are None and not returned)."""
     return {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
-            if f.name not in exclude and getattr(args, prefix + f.name, None) is not None}
+            if f.name not in exclude and f.metadata.get("flag", True) is not False
+            and getattr(args, prefix + f.name, None) is not None}
 
 
 def add_setting_flags(parser, title: str = "training settings (override --run-config)",
