@@ -22,7 +22,7 @@ from lmforge import presets
 from lmforge.data import MaskedLM, TokenShards, prepare_corpus
 from lmforge.demo.stdlib_corpus import build_task
 from lmforge.eval.evaluate import evaluate
-from lmforge.finetune import DataOptions, finetune
+from lmforge.finetune import DataOptions, FinetuneRequest, finetune
 from lmforge.models import build_model
 from lmforge.tokenizer import train_tokenizer
 from lmforge.train import Trainer, TrainSettings, seed_everything
@@ -84,10 +84,11 @@ def run_variant(name: str, steps: int, work: Path) -> dict:
     summary = trainer.fit()
     pretrain_s = time.perf_counter() - started
     options = DataOptions(max_length=128)
-    result = finetune("classify", data / "train.jsonl", data / "valid.jsonl", out=out / "finetune", overwrite=True,
-                      checkpoint=out / "final", settings={"max_steps": 120, "batch_size": 32, "lr": 1e-3,
-                                                         "warmup_steps": 12, "eval_every": 20},
-                      data_options=options, progress=False)
+    result = finetune(out / "finetune", FinetuneRequest("classify", data / "train.jsonl", data / "valid.jsonl",
+                                                        checkpoint=out / "final",
+                                                        settings={"max_steps": 120, "batch_size": 32, "lr": 1e-3,
+                                                                  "warmup_steps": 12, "eval_every": 20},
+                                                        data=options), overwrite=True, progress=False)
     test = evaluate(result.model_path, data / "test.jsonl", "classify", data_options=options)
     row = {"variant": name, "steps": steps, "mask": mask, "eval_mlm_loss_15": summary.get("eval_loss"),
            "valid_accuracy": result.metrics.get("accuracy"), "test_accuracy": test["accuracy"],

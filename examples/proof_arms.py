@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lmforge.eval.evaluate import evaluate
-from lmforge.finetune import finetune
+from lmforge.finetune import FinetuneRequest, finetune
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -53,8 +53,8 @@ def run_arm(name: str, task: str, train, valid, out: Path, budget_s: float, sett
     `score_data` (default `valid`). `finetune_s` is what a time budget covers: loading, training, periodic
     and final validation, saving."""
     started = time.perf_counter()
-    result = finetune(task, train, valid, out=out / name, overwrite=True, settings=settings,
-                      time_budget_s=budget_s, use_codecarbon=True, **start)
+    result = finetune(out / name, FinetuneRequest(task, train, valid, settings=settings, time_budget=budget_s,
+                                                  **start), overwrite=True, use_codecarbon=True)
     finetune_s = time.perf_counter() - started
     scores = evaluate(result.model_path, score_data or valid, out=out / name / "scores.json")
     return {"arm": name, metric: scores[metric], "scores": scores, "steps": result.steps, "best_step": result.best_step,

@@ -30,7 +30,7 @@ from lmforge.cli import main
 from lmforge.data import TokenShards, prepare_corpus
 from lmforge.errors import LmforgeError
 from lmforge.files import read_mapping
-from lmforge.finetune.run import finetune
+from lmforge.finetune import DataOptions, FinetuneRequest, finetune
 from lmforge.infer.options import GenerationOptions
 from lmforge.tokenizer import Tokenizer, train_tokenizer
 from lmforge.train.settings import TrainSettings, read_run_file
@@ -329,11 +329,13 @@ API_CASES = [
     ("checkpoint-config-syntax", lambda r: load_checkpoint(r / "badconfig"), "config.json"),
     ("generation-temperature", lambda r: GenerationOptions(do_sample=True, temperature=0.0).validate(),
      "do_sample=False"),
-    ("finetune-max-length", lambda r: finetune("classify", r / "train.txt", out=r / "o", checkpoint=r / "model",
-                                               data_options=__import__("lmforge.finetune.tasks", fromlist=["x"])
-                                               .DataOptions(max_length=1), progress=False), "max"),
-    ("finetune-examples", lambda r: finetune("classify", r / "train.txt", out=r / "o", checkpoint=r / "model",
-                                             max_train_examples=0, progress=False), "must be >= 1"),
+    ("finetune-max-length", lambda r: finetune(r / "o", FinetuneRequest("classify", r / "train.txt",
+                                                                        checkpoint=r / "model",
+                                                                        data=DataOptions(max_length=1)),
+                                               progress=False), "max"),
+    ("finetune-examples", lambda r: finetune(r / "o", FinetuneRequest("classify", r / "train.txt",
+                                                                      checkpoint=r / "model", max_train_examples=0),
+                                             progress=False), "must be >= 1"),
 ]
 
 

@@ -105,3 +105,30 @@ def test_bad_input_is_a_one_line_error(data, tmp_path, capsys):
     assert distill(data, tmp_path / "e", "--teacher", classifier, "--data", str(data / "shards")) == 2
     assert "--train FILE and --valid FILE" in error_of(capsys)
     assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()
+
+
+def test_a_teacher_adapter_is_merged_into_the_teacher(data, tmp_path, capsys):
+    """--adapter DIR (the inference commands' flag) for --teacher: the report scores the adapted teacher."""
+    import torch
+
+    from lmforge.checkpoint.adapter import save_adapter
+    from lmforge.eval.evaluate import evaluate
+    from lmforge.models.lora import LoraSettings, add_lora, merge_and_unload
+
+    teacher = load(data / "sequence-classification")
+    add_lora(teacher, LoraSettings(r=2, targets=("attention", "mlp")))
+    with torch.no_grad():
+        for name, param in teacher.named_parameters():
+            if name.endswith(".B"):
+                param.normal_(std=3.0)  # an adapter that changes the teacher's outputs
+    save_adapter(teacher, tmp_path / "adapter", base=str(data / "sequence-classification"))
+    out = tmp_path / "run"
+    assert distill(data, out, "--teacher", str(data / "sequence-classification"), "--train", str(data / "train.txt"),
+                   "--valid", str(data / "valid.txt"), "--adapter", str(tmp_path / "adapter")) == 0
+    report = json.loads((out / "distill.json").read_text())["report"]
+    adapted = evaluate(merge_and_unload(load(data / "sequence-classification", adapter=tmp_path / "adapter")),
+                       data / "valid.txt")
+    plain = evaluate(data / "sequence-classification", data / "valid.txt")
+    assert report["teacher_loss"] == pytest.approx(adapted["eval_loss"], abs=1e-5)
+    assert report["teacher_quality"] == adapted["accuracy"]
+    assert abs(adapted["eval_loss"] - plain["eval_loss"]) > 1e-3  # the check tells the two teachers apart

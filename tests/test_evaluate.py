@@ -13,7 +13,7 @@ import torch
 import lmforge
 from lmforge.cli import main
 from lmforge.eval.evaluate import evaluate
-from lmforge.finetune import finetune
+from lmforge.finetune import FinetuneRequest, finetune
 from lmforge.tokenizer import train_tokenizer
 from finetune_helpers import labelled_files, sentiment_lines, tagged_sentences, vocabulary_text, write_lines
 
@@ -28,8 +28,10 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def classifier(data):
     """A tiny BERT classifier fine-tuned from scratch for a few steps (not perfect: errors are allowed)."""
-    return finetune("classify", data["train"], data["valid"], preset="tiny-bert", from_scratch=True,
-                    tokenizer=data["tok"], out=data["root"] / "cls", settings={**QUICK, "max_steps": 8},
+    return finetune(data["root"] / "cls", FinetuneRequest("classify", data["train"], data["valid"],
+                                                          preset="tiny-bert", from_scratch=True,
+                                                          tokenizer=data["tok"],
+                                                          settings={**QUICK, "max_steps": 8}),
                     progress=False).model_path
 
 
@@ -53,8 +55,10 @@ def test_classification_metrics_match_the_pipeline(data, classifier):
 def test_entity_metrics_match_seqeval_on_word_predictions(data, tmp_path):
     from seqeval.metrics import f1_score
 
-    model_path = finetune("tag", data["tag_train"], None, preset="tiny-bert", from_scratch=True, tokenizer=data["tok"],
-                          out=tmp_path / "run", settings={**QUICK, "max_steps": 10}, progress=False).model_path
+    model_path = finetune(tmp_path / "run", FinetuneRequest("tag", data["tag_train"], None, preset="tiny-bert",
+                                                            from_scratch=True, tokenizer=data["tok"],
+                                                            settings={**QUICK, "max_steps": 10}),
+                          progress=False).model_path
     metrics = evaluate(model_path, data["tag_valid"])
     model = lmforge.load(model_path).eval()
     sentences = tagged_sentences(24, seed=4)
@@ -116,9 +120,10 @@ def test_a_converted_hf_t5_fine_tunes_and_its_bleu_matches_sacrebleu(tmp_path):
     sources = [l.split(" ", 1)[1] for l in sentiment_lines(64, seed=8)]
     src = write_lines(tmp_path / "src.txt", sources)
     tgt = write_lines(tmp_path / "tgt.txt", sources)  # learn to copy
-    result = finetune("seq2seq", [src, tgt], [src, tgt], checkpoint=hf, out=tmp_path / "run",
-                      settings={**QUICK, "max_steps": 40, "eval_every": 20, "lr": 1e-2}, max_new_tokens=12,
-                      progress=False)
+    result = finetune(tmp_path / "run", FinetuneRequest("seq2seq", [src, tgt], [src, tgt], checkpoint=hf,
+                                                        settings={**QUICK, "max_steps": 40, "eval_every": 20,
+                                                                  "lr": 1e-2},
+                                                        max_new_tokens=12), progress=False)
     assert "newly initialised" not in result.starting_point  # every weight came from the HF checkpoint
     losses = [json.loads(l)["loss"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
     assert losses[-1] < 0.75 * losses[0]

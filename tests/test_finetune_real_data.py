@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.finetune import finetune
+from lmforge.finetune import FinetuneRequest, finetune
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "classification"
 
@@ -23,9 +23,10 @@ def test_minilm_fine_tuned_on_an_sst2_subset_beats_chance(tmp_path):
         pytest.skip(f"{DATA} is absent (the shared SST-2 files are not part of a fresh clone)")
     dev = tmp_path / "dev.txt"
     dev.write_text("\n".join((DATA / "sst2.dev.txt").read_text(encoding="utf-8").splitlines()[:200]) + "\n")
-    result = finetune("classify", DATA / "sst2.train.txt", dev, checkpoint=_minilm(), out=tmp_path / "run",
-                      max_train_examples=640,
-                      settings={"max_steps": 40, "batch_size": 16, "lr": 1e-4, "warmup_steps": 4, "eval_every": 20},
+    result = finetune(tmp_path / "run", FinetuneRequest("classify", DATA / "sst2.train.txt", dev,
+                                                        checkpoint=_minilm(), max_train_examples=640,
+                                                        settings={"max_steps": 40, "batch_size": 16, "lr": 1e-4,
+                                                                  "warmup_steps": 4, "eval_every": 20}),
                       progress=False)
     # 200 balanced dev sentences: chance is 0.5 (a 3-sigma fluke would be ~0.61); pretrained weights get far past it
     assert result.metrics["accuracy"] >= 0.75

@@ -78,6 +78,8 @@ def test_classifier_adapter_through_commands_and_merge(files, tmp_path, capsys):
     texts = ["the film was great", "a dull and awful story"]
     assert main(["classify", "--json", "--adapter", str(adapter), str(files["bert"]), *texts]) == 0
     with_adapter = [json.loads(line)["labels"][0] for line in capsys.readouterr().out.splitlines()]
+    assert main(["classify", "--json", str(files["bert"]), texts[0], "--adapter", str(adapter), texts[1]]) == 0
+    assert [json.loads(line)["labels"][0] for line in capsys.readouterr().out.splitlines()] == with_adapter
     assert main(["convert", str(files["bert"]), str(tmp_path / "merged"), "--merge-adapter", str(adapter)]) == 0
     merged = lmforge.load(tmp_path / "merged")
     assert not lora_layers(merged) and merged.task == "sequence-classification"
@@ -92,10 +94,16 @@ def test_classifier_adapter_through_commands_and_merge(files, tmp_path, capsys):
     assert scores["accuracy"] == json.loads((tmp_path / "run" / "finetune.json").read_text())["metrics"]["accuracy"]
     assert main(["convert", str(files["bert"]), str(tmp_path / "hf"), "--merge-adapter", str(adapter),
                  "--to", "hf"]) == 0
+    capsys.readouterr()
+    assert main(["convert", str(adapter), str(tmp_path / "hf2"), "--to", "hf"]) == 2  # the adapter folder alone
+    assert "holds a LoRA adapter, which a Hugging Face model folder cannot hold; add --merge-adapter" in \
+        capsys.readouterr().err and not (tmp_path / "hf2").exists()
+    assert main(["convert", str(adapter), str(tmp_path / "hf2"), "--to", "hf", "--merge-adapter"]) == 0
     ids = torch.tensor([[2, 10, 11, 12, 3]])
     with torch.no_grad():
         expected = lmforge.load(files["bert"], adapter=adapter).eval()(ids).logits
         assert (lmforge.load(tmp_path / "hf").eval()(ids).logits - expected).abs().max() < 1e-5
+        assert (lmforge.load(tmp_path / "hf2").eval()(ids).logits - expected).abs().max() < 1e-5
     assert lmforge.pipeline("text-classification", files["bert"], adapter=adapter)(texts[0])["label"] == \
         with_adapter[0]["label"]
 
@@ -141,10 +149,8 @@ def test_lora_mistakes_are_one_line_and_write_nothing(files, tmp_path, capsys):
     assert "has no adapter_config.json" in error_of(capsys, ["convert", str(files["bert"]), str(dst),
                                                              "--merge-adapter", str(broken)])
     assert not dst.exists()
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as stopped:  # argparse: --merge-adapter needs its DIR
-        main(["convert", str(files["bert"]), str(dst), "--merge-adapter"])
-    assert stopped.value.code == 2
+    error = error_of(capsys, ["convert", str(files["bert"]), str(dst), "--merge-adapter"])  # no DIR, none held
+    assert "holds no LoRA adapter to merge; name the adapter folder: --merge-adapter DIR" in error
     assert not dst.exists()
 
 

@@ -9,6 +9,8 @@ import lmforge
 from lmforge import build_model, presets
 from lmforge.data import collate
 from lmforge.errors import ConfigError, InputError
+from lmforge.labels import IGNORE_INDEX
+from lmforge.models.seq2seq import shift_right
 from lmforge.models import DEFAULT_TASK, FAMILY_TASKS, HEADS, TASKS, Head
 
 
@@ -139,10 +141,28 @@ def test_padding_falls_back_to_a_special_token_and_none_is_a_clear_error():
     no_pad = lmforge.Tokenizer(backend, {"eos": "<eos>", "unk": "<unk>"})
     assert no_pad.pad_id is None and no_pad.padding_id == 0 == no_pad.eos_id
     no_pad_no_eos = lmforge.Tokenizer(backend, {"unk": "<unk>"})
-    assert no_pad_no_eos.padding_id == 0
+    with pytest.raises(ConfigError, match="the tokenizer has no pad, end-of-sequence or separator token to pad a "
+                                          "batch with; train it with one"):
+        no_pad_no_eos.padding_id  # not a silent 0 (id 0 is <eos> here, a real token)
     examples = [{"input_ids": [2, 3, 2], "labels": 0}, {"input_ids": [3], "labels": 1}]
     batch = collate(examples, no_pad.padding_id)
     assert batch["input_ids"].tolist() == [[2, 3, 2], [3, 0, 0]] and batch["attention_mask"].tolist() == [[1, 1, 1],
                                                                                                         [1, 0, 0]]
     with pytest.raises(InputError, match="padding id is None"):
         collate(examples, no_pad.pad_id)
+
+
+def test_decoder_inputs_from_labels_pad_by_the_one_policy():
+    """shift_right fills -100 with config.padding_id: the pad (0 is a real pad, T5's), else the end-of-sequence
+    id; a config with neither is a clear error, not a silent 0."""
+    labels = torch.tensor([[5, 6, IGNORE_INDEX]])
+    t5 = lmforge.build_model("tiny-t5")
+    assert t5.config.pad_token_id == 0 and t5.config.padding_id == 0
+    no_pad = lmforge.build_model(t5.config.replace(pad_token_id=None, eos_token_id=7, decoder_start_token_id=1))
+    assert no_pad.config.padding_id == 7
+    assert shift_right(labels, 1, no_pad.config.padding_id).tolist() == [[1, 5, 6]]
+    neither = lmforge.build_model(t5.config.replace(pad_token_id=None, eos_token_id=None, decoder_start_token_id=1))
+    with pytest.raises(ConfigError, match="has no pad, end-of-sequence or separator token.*set pad_token_id"):
+        neither(torch.tensor([[5, 6]]), labels=labels)
+    output = no_pad(torch.tensor([[5, 6]]), labels=labels)  # (B, T, V): the ignored label adds no loss
+    assert output.logits.shape[:2] == (1, 3) and torch.isfinite(output.loss)

@@ -20,8 +20,24 @@ COMMANDS = ["info", "tokenizer", "prepare", "convert", "pretrain", "generate", "
             "fill_mask", "classify", "tag", "translate", "embed", "distill", "finetune", "evaluate", "demo", "serve"]
 
 
+class Parser(argparse.ArgumentParser):
+    """Options may stand anywhere among a command's positionals (`lmforge classify MODEL --adapter DIR TEXT ...`):
+    a command's own arguments are parsed intermixed; a parser of subcommands parses as argparse does."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing or self._subparsers is not None:  # intermixed parsing calls back in here
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lmforge",
         description="Build, pretrain, fine-tune, distill, evaluate and run Transformer language models.",
     )

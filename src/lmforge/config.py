@@ -25,6 +25,22 @@ ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 CLASSIFIER_POOLS = ("pooler", "first", "last", "mean")
 
 
+def first_id(*ids: int | None) -> int | None:
+    """The first of `ids` that exists (None when none does)."""
+    return next((i for i in ids if i is not None), None)
+
+
+def padding_id(pad: int | None, eos: int | None, sep: int | None = None, *, owner: str, fix: str) -> int:
+    """The one padding-id policy: padded slots of a batch hold the pad token, else end-of-sequence (GPT-2 has
+    no pad token), else the separator. Padded slots are masked out, or follow the end of a sequence, so any
+    real token serves; 0 is one when it is the pad (T5). `owner` without any of the three cannot pad: a
+    ConfigError saying `fix`."""
+    chosen = first_id(pad, eos, sep)
+    if chosen is None:
+        raise ConfigError(f"{owner} has no pad, end-of-sequence or separator token to pad a batch with; {fix}")
+    return chosen
+
+
 @dataclass
 class ModelConfig:
     """Architecture of a Transformer language model of any family.
@@ -157,6 +173,15 @@ class ModelConfig:
         """Every token id that ends a generated sequence (`eos_token_id` may be one id or a list)."""
         eos = self.eos_token_id
         return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+
+    @property
+    def padding_id(self) -> int:
+        """The id padded slots hold (`padding_id`'s policy: pad_token_id, else the first end-of-sequence id)."""
+        return padding_id(self.pad_token_id, first_id(*self.eos_ids), owner=f"the model config{self._named()}",
+                          fix="set pad_token_id (or eos_token_id) in its config.json")
+
+    def _named(self) -> str:
+        return f" of {self.name}" if self.name else ""
 
     @property
     def rotary_dim(self) -> int:

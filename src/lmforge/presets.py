@@ -14,101 +14,91 @@ from .errors import ConfigError
 # ---- family templates: the fields that make an architecture what it is ---------------------------
 
 
-def gpt2_like(**sizes) -> ModelConfig:
-    """GPT-2: pre-LayerNorm, learned positions, tanh-GELU, final norm, tied LM head."""
-    defaults = dict(
-        family="decoder", vocab_size=50257, max_positions=1024, positions="learned",
-        norm="layer", norm_eps=1e-5, norm_placement="pre", final_norm=True, activation="gelu_tanh",
-        tie_embeddings=True, bos_token_id=50256, eos_token_id=50256,
-        classifier_pool="last", classifier_bias=False,  # GPT2ForSequenceClassification: last real token
-        dropout=0.1, attention_dropout=0.1,
-    )
-    return ModelConfig(**{**defaults, **sizes})
+def template(doc: str, base: Callable[..., ModelConfig] | None = None, **fields) -> Callable[..., ModelConfig]:
+    """A family's architecture as data: the returned `make(**sizes)` gives a `ModelConfig` of `fields` (over
+    those of the `base` template) with `sizes`, and any other field, given over them."""
+    fields = {**(base.fields if base is not None else {}), **fields}
+
+    def make(**sizes) -> ModelConfig:
+        return ModelConfig(**{**fields, **sizes})
+
+    make.__doc__, make.fields = doc, fields
+    return make
 
 
-def bert_like(**sizes) -> ModelConfig:
-    """BERT: post-LayerNorm, learned positions + token types, embedding norm, pooler, MLM transform."""
-    defaults = dict(
-        family="encoder", vocab_size=30522, max_positions=512, positions="learned", type_vocab_size=2,
-        norm="layer", norm_eps=1e-12, norm_placement="post", embedding_norm=True, final_norm=False,
-        activation="gelu", tie_embeddings=True, mlm_transform=True, pooler=True,
-        classifier_pool="pooler", pad_token_id=0, mask_token_id=103, dropout=0.1, attention_dropout=0.1,
-    )
-    return ModelConfig(**{**defaults, **sizes})
+gpt2_like = template(
+    "GPT-2: pre-LayerNorm, learned positions, tanh-GELU, final norm, tied LM head.",
+    family="decoder", vocab_size=50257, max_positions=1024, positions="learned",
+    norm="layer", norm_eps=1e-5, norm_placement="pre", final_norm=True, activation="gelu_tanh",
+    tie_embeddings=True, bos_token_id=50256, eos_token_id=50256,
+    classifier_pool="last", classifier_bias=False,  # GPT2ForSequenceClassification: last real token
+    dropout=0.1, attention_dropout=0.1,
+)
 
+bert_like = template(
+    "BERT: post-LayerNorm, learned positions + token types, embedding norm, pooler, MLM transform.",
+    family="encoder", vocab_size=30522, max_positions=512, positions="learned", type_vocab_size=2,
+    norm="layer", norm_eps=1e-12, norm_placement="post", embedding_norm=True, final_norm=False,
+    activation="gelu", tie_embeddings=True, mlm_transform=True, pooler=True,
+    classifier_pool="pooler", pad_token_id=0, mask_token_id=103, dropout=0.1, attention_dropout=0.1,
+)
 
-def distilbert_like(**sizes) -> ModelConfig:
-    """DistilBERT: BERT without token types or pooler; a dense + ReLU before the classifier."""
-    defaults = dict(
-        family="encoder", vocab_size=30522, max_positions=512, positions="learned", type_vocab_size=0,
-        norm="layer", norm_eps=1e-12, norm_placement="post", embedding_norm=True, final_norm=False,
-        activation="gelu", tie_embeddings=True, mlm_transform=True, pooler=False,
-        classifier_pool="first", classifier_hidden_act="relu", pad_token_id=0, mask_token_id=103,
-        dropout=0.1, attention_dropout=0.1, classifier_dropout=0.2,
-    )
-    return ModelConfig(**{**defaults, **sizes})
+distilbert_like = template(
+    "DistilBERT: BERT without token types or pooler; a dense + ReLU before the classifier.",
+    family="encoder", vocab_size=30522, max_positions=512, positions="learned", type_vocab_size=0,
+    norm="layer", norm_eps=1e-12, norm_placement="post", embedding_norm=True, final_norm=False,
+    activation="gelu", tie_embeddings=True, mlm_transform=True, pooler=False,
+    classifier_pool="first", classifier_hidden_act="relu", pad_token_id=0, mask_token_id=103,
+    dropout=0.1, attention_dropout=0.1, classifier_dropout=0.2,
+)
 
+roberta_like = template(
+    "RoBERTa: BERT with byte-level BPE, positions offset past the padding index, tanh classifier.",
+    family="encoder", vocab_size=50265, max_positions=512, positions="learned", position_offset=2,
+    type_vocab_size=1, norm="layer", norm_eps=1e-5, norm_placement="post", embedding_norm=True,
+    final_norm=False, activation="gelu", tie_embeddings=True, mlm_transform=True, pooler=True,
+    classifier_pool="first", classifier_hidden_act="tanh", pad_token_id=1, bos_token_id=0,
+    eos_token_id=2, mask_token_id=50264, dropout=0.1, attention_dropout=0.1,
+)
 
-def roberta_like(**sizes) -> ModelConfig:
-    """RoBERTa: BERT with byte-level BPE, positions offset past the padding index, tanh classifier."""
-    defaults = dict(
-        family="encoder", vocab_size=50265, max_positions=512, positions="learned", position_offset=2,
-        type_vocab_size=1, norm="layer", norm_eps=1e-5, norm_placement="post", embedding_norm=True,
-        final_norm=False, activation="gelu", tie_embeddings=True, mlm_transform=True, pooler=True,
-        classifier_pool="first", classifier_hidden_act="tanh", pad_token_id=1, bos_token_id=0,
-        eos_token_id=2, mask_token_id=50264, dropout=0.1, attention_dropout=0.1,
-    )
-    return ModelConfig(**{**defaults, **sizes})
+bart_like = template(
+    ("BART: post-LayerNorm encoder-decoder, learned positions offset by 2, embedding norm, GELU, tied head "
+     "with a fixed final-logits bias."),
+    family="encoder-decoder", vocab_size=50265, max_positions=1024, positions="learned",
+    position_offset=2, norm="layer", norm_eps=1e-5, norm_placement="post", embedding_norm=True,
+    final_norm=False, activation="gelu", tie_embeddings=True, final_logits_bias=True,
+    pad_token_id=1, bos_token_id=0, eos_token_id=2, mask_token_id=50264, decoder_start_token_id=2,
+    dropout=0.1, attention_dropout=0.0,
+)
 
+t5_like = template(
+    ("T5 (v1.0): pre-RMSNorm without bias, relative position buckets, ReLU, no attention scaling, tied "
+     "head rescaled by d_model**-0.5."),
+    family="encoder-decoder", vocab_size=32128, max_positions=512, positions="relative",
+    relative_buckets=32, relative_max_distance=128, norm="rms", norm_eps=1e-6, norm_placement="pre",
+    final_norm=True, activation="relu", bias=False, scale_attention=False, tie_embeddings=True,
+    scale_tied_logits=True, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    dropout=0.1, attention_dropout=0.0, init_std=0.05,
+)
 
-def bart_like(**sizes) -> ModelConfig:
-    """BART: post-LayerNorm encoder-decoder, learned positions offset by 2, embedding norm,
-    GELU, tied head with a fixed final-logits bias."""
-    defaults = dict(
-        family="encoder-decoder", vocab_size=50265, max_positions=1024, positions="learned",
-        position_offset=2, norm="layer", norm_eps=1e-5, norm_placement="post", embedding_norm=True,
-        final_norm=False, activation="gelu", tie_embeddings=True, final_logits_bias=True,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2, mask_token_id=50264, decoder_start_token_id=2,
-        dropout=0.1, attention_dropout=0.0,
-    )
-    return ModelConfig(**{**defaults, **sizes})
+t5_v1_1_like = template(
+    "T5 v1.1: T5 with a gated tanh-GELU feed-forward and an untied LM head.", t5_like,
+    activation="gelu_tanh", gated_mlp=True, tie_embeddings=False, scale_tied_logits=False,
+)
 
+llama_like = template(
+    ("Llama and its descendants (Mistral, Qwen2, Qwen3, SmolLM2, TinyLlama): pre-RMSNorm, rotary "
+     "positions, grouped-query attention, SwiGLU feed-forward, no biases, no dropout; sequence "
+     "classification reads the last real token."),
+    family="decoder", positions="rotary", norm="rms", norm_eps=1e-5, norm_placement="pre", final_norm=True,
+    activation="silu", gated_mlp=True, bias=False, tie_embeddings=False, classifier_pool="last",
+    classifier_bias=False, dropout=0.0, attention_dropout=0.0,
+)
 
-def t5_like(**sizes) -> ModelConfig:
-    """T5 (v1.0): pre-RMSNorm without bias, relative position buckets, ReLU, no attention scaling,
-    tied head rescaled by d_model**-0.5."""
-    defaults = dict(
-        family="encoder-decoder", vocab_size=32128, max_positions=512, positions="relative",
-        relative_buckets=32, relative_max_distance=128, norm="rms", norm_eps=1e-6, norm_placement="pre",
-        final_norm=True, activation="relu", bias=False, scale_attention=False, tie_embeddings=True,
-        scale_tied_logits=True, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-        dropout=0.1, attention_dropout=0.0, init_std=0.05,
-    )
-    return ModelConfig(**{**defaults, **sizes})
-
-
-def t5_v1_1_like(**sizes) -> ModelConfig:
-    """T5 v1.1: T5 with a gated tanh-GELU feed-forward and an untied LM head."""
-    return t5_like(**{**dict(activation="gelu_tanh", gated_mlp=True, tie_embeddings=False,
-                             scale_tied_logits=False), **sizes})
-
-
-def llama_like(**sizes) -> ModelConfig:
-    """Llama and its descendants (Mistral, Qwen2, Qwen3, SmolLM2, TinyLlama): pre-RMSNorm, rotary positions,
-    grouped-query attention, SwiGLU feed-forward, no biases, no dropout; sequence classification reads the
-    last real token."""
-    defaults = dict(
-        family="decoder", positions="rotary", norm="rms", norm_eps=1e-5, norm_placement="pre", final_norm=True,
-        activation="silu", gated_mlp=True, bias=False, tie_embeddings=False, classifier_pool="last",
-        classifier_bias=False, dropout=0.0, attention_dropout=0.0,
-    )
-    return ModelConfig(**{**defaults, **sizes})
-
-
-def qwen_like(**sizes) -> ModelConfig:
-    """Qwen2 / Qwen2.5: Llama with biases on q, k and v, theta 1e6 and the Qwen vocabulary."""
-    return llama_like(**{**dict(vocab_size=151936, qkv_bias=True, rotary_theta=1e6, norm_eps=1e-6,
-                                bos_token_id=151643, eos_token_id=151643), **sizes})
+qwen_like = template(
+    "Qwen2 / Qwen2.5: Llama with biases on q, k and v, theta 1e6 and the Qwen vocabulary.", llama_like,
+    vocab_size=151936, qkv_bias=True, rotary_theta=1e6, norm_eps=1e-6, bos_token_id=151643, eos_token_id=151643,
+)
 
 
 # ---- the presets -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from .config import padding_id
 from .errors import DataError
 from .files import naming, read_mapping
 from .readers import iter_texts, split_text
@@ -53,10 +54,11 @@ class Tokenizer:
 
     @property
     def padding_id(self) -> int:
-        """The id that fills padded slots of a batch: the pad token, else end-of-sequence (GPT-2 has no pad
-        token), else the separator, else 0. Padded slots are masked out, so any id is correct; every
-        batch of lmforge pads with this one."""
-        return next((i for i in (self.pad_id, self.eos_id, self.sep_id) if i is not None), 0)
+        """The id that fills padded slots of every lmforge batch, by `config.padding_id`'s policy: the pad
+        token, else end-of-sequence (GPT-2 has no pad token), else the separator; none of them: a ConfigError."""
+        return padding_id(self.pad_id, self.eos_id, self.sep_id, owner="the tokenizer",
+                          fix="train it with one (`lmforge tokenizer train --special pad=<pad>`) or add a pad token "
+                              "to its special tokens")
 
     @property
     def special_ids(self) -> set[int]:

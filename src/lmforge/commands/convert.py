@@ -5,7 +5,8 @@ from __future__ import annotations
 from .. import load
 from ..checkpoint.hf import export_hf
 from ..checkpoint.output import claim_folder, mark_folder
-from ..models.lora import merge_and_unload
+from ..errors import InputError
+from ..models.lora import lora_layers, merge_and_unload
 
 
 def register(subparsers) -> None:
@@ -20,8 +21,9 @@ def register(subparsers) -> None:
     parser.add_argument("--to", choices=("lmforge", "hf"), default="lmforge", help="format of DST (default lmforge)")
     parser.add_argument("--task", default=None,
                         help="head to load from a Hugging Face SRC (default: from its `architectures`)")
-    parser.add_argument("--merge-adapter", metavar="DIR",
-                        help="a LoRA adapter folder for SRC: write SRC with the adapter merged in, as a plain model")
+    parser.add_argument("--merge-adapter", metavar="DIR", nargs="?", const="",
+                        help="write a plain model with a LoRA adapter merged in: the adapter folder DIR for SRC, "
+                             "or without DIR the adapter SRC holds (an adapter folder or a LoRA run's checkpoint)")
     parser.add_argument("--model-type", default=None,
                         help="with --to hf: the Hugging Face model_type to write (default: the first that fits)")
     parser.set_defaults(run=run)
@@ -30,13 +32,20 @@ def register(subparsers) -> None:
 def run(args) -> int:
     kind = "hf-checkpoint" if args.to == "hf" else "checkpoint"
     claim_folder(args.dst, kind, args.overwrite, option="DST")
-    model = load(args.src, task=args.task, adapter=args.merge_adapter)
+    model = load(args.src, task=args.task, adapter=args.merge_adapter or None)
     if args.merge_adapter is not None:
+        if not lora_layers(model):
+            raise InputError(f"{args.src} holds no LoRA adapter to merge; name the adapter folder: "
+                             "--merge-adapter DIR")
         model = merge_and_unload(model)
+    elif args.to == "hf" and lora_layers(model):
+        raise InputError(f"{args.src} holds a LoRA adapter, which a Hugging Face model folder cannot hold; add "
+                         "--merge-adapter to write the model with the adapter merged in (or convert --to lmforge "
+                         "to keep the adapter)")
     if args.to == "hf":
         export_hf(model, args.dst, model_type=args.model_type)
     else:
-        merged = f" with the adapter {args.merge_adapter} merged in" if args.merge_adapter else ""
+        merged = f" with the adapter {args.merge_adapter or 'it held'} merged in" if args.merge_adapter is not None else ""
         model.save(args.dst, card={"description": f"Converted by lmforge from {args.src}{merged}."})
     mark_folder(args.dst, kind)
     print(f"wrote {args.dst} ({args.to}, {model.config.family} {model.task}, {model.num_parameters():,} parameters)")

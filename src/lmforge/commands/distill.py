@@ -15,8 +15,9 @@ from pathlib import Path
 
 from ..distill import LossWeights, format_report
 from ..distill.job import DistillRequest, distill_teacher
+from ..distill.sources import OBJECTIVES
 from ..train.distributed import Distributed
-from .flags import add_training_run_flags, setting_overrides
+from .flags import add_adapter_flag, add_training_run_flags, setting_overrides
 
 
 def register(subparsers) -> None:
@@ -24,12 +25,13 @@ def register(subparsers) -> None:
                                    description=__doc__.split("\n\n")[0] + " Training settings come from "
                                    "--run-config (YAML/JSON), then from the flags below.")
     parser.add_argument("--teacher", required=True, metavar="DIR", help="the teacher checkpoint (lmforge or HF)")
+    add_adapter_flag(parser, "--teacher (merged into it)")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder")
     parser.add_argument("--data", metavar="SHARDS", help="prepared token shards (objectives mlm, clm, seq2seq)")
     parser.add_argument("--train", metavar="FILE", help="labelled training file (objective task; seq2seq: JSONL)")
     parser.add_argument("--valid", metavar="FILE", help="labelled validation file, for evaluation and the report")
     parser.add_argument("--unlabelled", metavar="FILE", help="extra text lines taught by soft targets only (task)")
-    parser.add_argument("--objective", choices=["mlm", "task", "clm", "seq2seq"],
+    parser.add_argument("--objective", choices=list(OBJECTIVES),
                         help="default: from the teacher's head (masked-LM: mlm, classifier: task, causal-LM: clm, "
                              "seq2seq-LM: seq2seq)")
     student = parser.add_mutually_exclusive_group()
@@ -49,7 +51,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    request = DistillRequest(teacher=args.teacher, data=args.data, train=args.train, valid=args.valid,
+    request = DistillRequest(teacher=args.teacher, teacher_adapter=args.adapter, data=args.data, train=args.train, valid=args.valid,
                              unlabelled=args.unlabelled, objective=args.objective, student_layers=args.student_layers,
                              student_config=args.student_config, max_length=args.max_length,
                              weights=LossWeights(args.alpha_ce, args.alpha_hard, args.alpha_cos, args.temperature),

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from .textio import add_common, make_pipeline, print_json, read_texts, warnings_on_stderr
+from .textio import PipelineCommand
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("embed", help="sentence embeddings (mean-pooled, L2-normalised)",
-                                   description="Print one embedding per input: space-separated numbers, or "
-                                               "JSON Lines with --json.")
-    add_common(parser, batch_size=32)
-    parser.set_defaults(run=run)
+def show(text: str, vector: list[float]) -> None:
+    print(" ".join(f"{x:.6f}" for x in vector), flush=True)
 
 
-def run(args) -> int:
-    texts = read_texts(args)
-    with warnings_on_stderr("embed"):
-        embedder = make_pipeline("feature-extraction", args)
-        for text, vector in zip(texts, embedder(texts)):
-            if args.json:
-                print_json({"input": text, "embedding": vector})
-            else:
-                print(" ".join(f"{x:.6f}" for x in vector), flush=True)
-    return 0
+COMMAND = PipelineCommand(
+    "embed", "feature-extraction", help="sentence embeddings (mean-pooled, L2-normalised)",
+    description="Print one embedding per input: space-separated numbers, or JSON Lines with --json.",
+    key="embedding", show=show, batch_size=32)
+register = COMMAND.register

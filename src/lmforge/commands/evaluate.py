@@ -16,14 +16,16 @@ from .. import load
 from ..errors import InputError
 from ..eval.evaluate import evaluate
 from ..finetune.tasks import TASKS
-from .finetune import add_data_options, data_options
+from ..finetune.tasks import DataOptions
+from .finetune import data_options
+from .flags import add_adapter_flag, add_dataclass_flags
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="metrics of a checkpoint on a labelled file",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, metavar="DIR", help="an lmforge or Hugging Face checkpoint")
-    parser.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder (lmforge or PEFT) for --model")
+    add_adapter_flag(parser, "--model")
     parser.add_argument("--data", required=True, nargs="+", metavar="FILE",
                         help="labelled data (seq2seq: SOURCE TARGET files, or one .jsonl)")
     parser.add_argument("--task", choices=list(TASKS), help="default: the task the model's head serves")
@@ -35,7 +37,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64, help="seq2seq: tokens to generate")
     parser.add_argument("--num-beams", type=int, default=1, help="seq2seq: beam search width")
     parser.add_argument("--rouge", action="store_true", help="seq2seq: also ROUGE-1/2/L (summarization)")
-    add_data_options(parser)
+    add_dataclass_flags(parser, DataOptions, "data format")
     parser.set_defaults(run=run)
 
 

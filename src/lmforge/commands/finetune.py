@@ -16,11 +16,12 @@ import dataclasses
 import sys
 
 from ..errors import ConfigError
-from ..finetune import finetune
+from ..finetune import FinetuneRequest, finetune
 from ..finetune.run import DEFAULT_SETTINGS
-from ..finetune.tasks import TASKS, DataOptions
+from ..finetune.tasks import DataOptions
 from ..models.lora import LoraSettings
-from .flags import add_energy_flags, add_setting_flags, setting_overrides
+from .flags import add_dataclass_flags, add_energy_flags, add_setting_flags, dataclass_values, flag_of, \
+    setting_overrides
 
 CHOSEN_BY_TASK = ("best_metric", "best_mode", "seq_len")  # finetune's --best-metric and --max-length decide these
 
@@ -28,90 +29,45 @@ CHOSEN_BY_TASK = ("best_metric", "best_mode", "seq_len")  # finetune's --best-me
 def register(subparsers) -> None:
     parser = subparsers.add_parser("finetune", help="fine-tune a checkpoint (or train from scratch) on a labelled task",
                                    description=__doc__.split("\n\n")[0])
-    start = parser.add_mutually_exclusive_group(required=True)
-    start.add_argument("--from", dest="checkpoint", metavar="CHECKPOINT", help="an lmforge or Hugging Face folder")
-    start.add_argument("--preset", help="a named architecture (needs --from-scratch and --tokenizer)")
-    parser.add_argument("--from-scratch", action="store_true", help="random weights (the baseline)")
-    parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder (default: the checkpoint's)")
-    parser.add_argument("--task", required=True, choices=list(TASKS), help="classify | tag | seq2seq | clm")
-    parser.add_argument("--train", required=True, nargs="+", metavar="FILE",
-                        help="training data (seq2seq: SOURCE TARGET files, or one .jsonl)")
-    parser.add_argument("--valid", nargs="+", metavar="FILE", help="validation data, read like --train")
+    add_dataclass_flags(parser, FinetuneRequest)
     parser.add_argument("--out", required=True, metavar="DIR", help="the run folder (new or empty)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier fine-tuning run in --out")
-    parser.add_argument("--max-train-examples", type=int, metavar="N", help="train on N random examples")
-    parser.add_argument("--max-valid-examples", type=int, metavar="N",
-                        help="validate on N random examples (a cap on the time each evaluation takes)")
-    parser.add_argument("--patience", type=int, metavar="N", help="stop after N evaluations without improvement")
-    parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this much wall time")
-    parser.add_argument("--best-metric", help="metric that selects model/ (default: accuracy, f1, bleu, eval_loss)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="seq2seq: tokens generated for BLEU")
     add_energy_flags(parser, measure_by_default=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_data_options(parser)
-    add_lora_flags(parser)
+    add_dataclass_flags(parser, DataOptions, "data format")
+    add_dataclass_flags(parser, LoraSettings, "LoRA (low-rank adapters on a frozen base; writes out/adapter)",
+                        prefix="lora_")
     add_setting_flags(parser, "training settings", f"defaults: {DEFAULT_SETTINGS}; --lr, --warmup-steps and "
                       "--batch-size follow the model's size unless given (1e-3 below 10M parameters, 2e-4 below 60M, "
                       "5e-5 below 200M, 2e-5 above)", exclude=CHOSEN_BY_TASK)
     parser.set_defaults(run=run)
 
 
-def add_lora_flags(parser) -> None:
-    """One flag per `LoraSettings` field: --lora-r, --lora-alpha, --lora-dropout, --lora-targets, --rslora."""
-    lora = parser.add_argument_group("LoRA (low-rank adapters on a frozen base; writes out/adapter)")
-    for field in dataclasses.fields(LoraSettings):
-        flag = field.metadata.get("flag", "--lora-" + field.name)
-        if field.type in (bool, "bool"):
-            lora.add_argument(flag, dest=f"lora_{field.name}", action="store_true", default=None,
-                              help=field.metadata["help"])
-        else:
-            kind = {"r": int, "targets": str}.get(field.name, float)
-            lora.add_argument(flag, dest=f"lora_{field.name}", type=kind, metavar=field.metadata["metavar"],
-                              help=field.metadata["help"])
-
-
 def lora_settings(args):
     """LoraSettings from the --lora-* flags, None without --lora-r (the others alone are a ConfigError)."""
-    flags = {f.name: f.metadata.get("flag", "--lora-" + f.name) for f in dataclasses.fields(LoraSettings)}
-    given = {name: getattr(args, f"lora_{name}") for name in flags if getattr(args, f"lora_{name}") is not None}
+    given = dataclass_values(args, LoraSettings, prefix="lora_")
     if "r" not in given:
         if given:
-            raise ConfigError(f"{flags[next(iter(given))]} needs --lora-r R (the adapter rank) to turn LoRA on")
+            field = next(f for f in dataclasses.fields(LoraSettings) if f.name in given)
+            raise ConfigError(f"{flag_of(field, 'lora_')} needs --lora-r R (the adapter rank) to turn LoRA on")
         return None
     return LoraSettings(**given).validate()
 
 
-def add_data_options(parser) -> None:
-    data = parser.add_argument_group("data format")
-    data.add_argument("--max-length", type=int, help="tokens per example, specials included "
-                                                     "(default: min(512, the model's max_positions))")
-    data.add_argument("--errors", choices=["strict", "replace"], default="strict",
-                      help="what to do with bytes that are not UTF-8")
-    data.add_argument("--text-field", default="text", help="text column (.csv/.tsv/.jsonl)")
-    data.add_argument("--pair-field", help="second text column, for sentence pairs")
-    data.add_argument("--label-field", default="label", help="label column")
-    data.add_argument("--source-field", default="source", help="seq2seq .jsonl source field")
-    data.add_argument("--target-field", default="target", help="seq2seq .jsonl target field")
-    data.add_argument("--block-size", type=int, default=128, help="clm: tokens per training block")
-
-
-def data_options(args):
+def data_options(args) -> DataOptions:
     """The readers' options from the data-format flags (shared with `lmforge evaluate`)."""
-    return DataOptions(max_length=args.max_length, text_field=args.text_field, pair_field=args.pair_field,
-                       label_field=args.label_field, source_field=args.source_field,
-                       target_field=args.target_field, block_size=args.block_size, errors=args.errors)
+    return DataOptions(**dataclass_values(args, DataOptions))
+
+
+def request_of(args) -> FinetuneRequest:
+    """The run the flags ask for (LoRA flag mistakes are found here, before any data is read)."""
+    return FinetuneRequest(**dataclass_values(args, FinetuneRequest), data=data_options(args), lora=lora_settings(args),
+                           settings=setting_overrides(args, exclude=CHOSEN_BY_TASK), country=args.country)
 
 
 def run(args) -> int:
-    lora = lora_settings(args)  # flag mistakes before any data is read
-    settings = setting_overrides(args, exclude=CHOSEN_BY_TASK)
-    result = finetune(args.task, args.train, args.valid, out=args.out, checkpoint=args.checkpoint,
-                      preset=args.preset, from_scratch=args.from_scratch, tokenizer=args.tokenizer,
-                      settings=settings, data_options=data_options(args), max_train_examples=args.max_train_examples,
-                      max_valid_examples=args.max_valid_examples,
-                      patience=args.patience, time_budget_s=args.time_budget, best_metric=args.best_metric,
-                      max_new_tokens=args.max_new_tokens, overwrite=args.overwrite, country=args.country,
-                      use_codecarbon=args.codecarbon, progress=not args.quiet, lora=lora)
+    result = finetune(args.out, request_of(args), overwrite=args.overwrite, use_codecarbon=args.codecarbon,
+                      progress=not args.quiet)
     print(result.starting_point)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))
     print(f"fine-tuned {result.steps} steps in {result.wall_s:.1f} s ({result.energy_kwh:.3g} kWh, "

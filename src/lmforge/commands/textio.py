@@ -7,10 +7,13 @@ import json
 import sys
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from ..errors import InputError
 from ..infer.options import GenerationOptions
 from ..infer.pipelines import pipeline
+from .flags import add_adapter_flag
 
 
 def add_common(parser, batch_size: int = 8) -> None:
@@ -22,7 +25,7 @@ def add_common(parser, batch_size: int = 8) -> None:
     parser.add_argument("--no-truncate", action="store_true",
                         help="fail on inputs longer than the model accepts instead of truncating them")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"inputs per batch (default {batch_size})")
-    parser.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder (lmforge or PEFT) for MODEL")
+    add_adapter_flag(parser)
 
 
 def add_generation_flags(parser, max_new_tokens: int) -> None:
@@ -66,6 +69,46 @@ def read_texts(args) -> list[str]:
     if not texts:
         raise InputError("no input text; give TEXT arguments or lines on stdin")
     return texts
+
+
+def _unchanged(result):
+    return result
+
+
+@dataclass(frozen=True)
+class PipelineCommand:
+    """A command that runs one pipeline over texts (MODEL, TEXT... or stdin, the common flags) and prints each
+    result: a JSON line {"input": text, key: result} with --json, else as `show(text, result)` prints it."""
+
+    name: str
+    task: str  # the pipeline task
+    help: str
+    description: str
+    key: str  # the result's key in a JSON line
+    show: Callable[[str, Any], None]
+    shape: Callable[[Any], Any] = _unchanged  # the pipeline's result as the command shows it
+    top_k: int | None = None  # --top-k's default (None: the command has no --top-k)
+    batch_size: int = 8
+
+    def register(self, subparsers) -> None:
+        parser = subparsers.add_parser(self.name, help=self.help, description=self.description)
+        add_common(parser, batch_size=self.batch_size)
+        if self.top_k is not None:
+            parser.add_argument("--top-k", type=int, default=self.top_k)
+        parser.set_defaults(run=self.run)
+
+    def run(self, args) -> int:
+        texts = read_texts(args)
+        call = {"top_k": args.top_k} if self.top_k is not None else {}
+        with warnings_on_stderr(self.name):
+            pipe = make_pipeline(self.task, args)
+            for text, result in zip(texts, pipe(texts, **call)):
+                result = self.shape(result)
+                if args.json:
+                    print_json({"input": text, self.key: result})
+                else:
+                    self.show(text, result)
+        return 0
 
 
 def make_pipeline(task: str, args, **kwargs):

@@ -15,7 +15,7 @@ def pad(sequences: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     """Right-pad sequences of ids to one length: a (B, T) int64 tensor."""
     if value is None:
         raise InputError("the padding id is None (a vocabulary without a pad token); pad with "
-                         "tokenizer.padding_id, which falls back to another special token")
+                         "tokenizer.padding_id (the one padding policy: pad, else end-of-sequence, else separator)")
     length = max((len(s) for s in sequences), default=0)
     out = np.full((len(sequences), length), value, dtype=np.int64)  # (B, T)
     for row, sequence in enumerate(sequences):

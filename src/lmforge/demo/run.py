@@ -31,7 +31,7 @@ from ..checkpoint.output import claim_folder, folder_kind, mark_folder
 from ..data import TokenShards, prepare_corpus
 from ..errors import ConfigError
 from ..eval.evaluate import evaluate
-from ..finetune import DataOptions, finetune
+from ..finetune import DataOptions, FinetuneRequest, finetune
 from ..models import build_model
 from ..seeding import seed_everything
 from ..tokenizer import train_tokenizer
@@ -143,8 +143,9 @@ def run_demo(out: str | Path, quick: bool = False, overwrite: bool = False, seed
         _phase(f"{2 + index}/{2 + len(arms)} fine-tuning: {name}", say)
         folder = out / "finetune" / f"arm{index}"
         options = DataOptions(max_length=budget.seq_len)  # every arm reads the same first tokens
-        result = finetune("classify", splits["train"], splits["valid"], out=folder, settings={**settings, "lr": lr},
-                          data_options=options, progress=progress, use_codecarbon=True, **source)
+        result = finetune(folder, FinetuneRequest("classify", splits["train"], splits["valid"],
+                                                  settings={**settings, "lr": lr}, data=options, **source),
+                          progress=progress, use_codecarbon=True)
         test = evaluate(result.model_path, splits["test"], "classify", data_options=options)
         results.append(_arm_summary(name, result, test, folder))
         say(f"   validation accuracy {results[-1]['valid_accuracy']:.3f}, test accuracy "

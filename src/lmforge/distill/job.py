@@ -12,6 +12,7 @@ from typing import Any
 
 from ..checkpoint.folder import load
 from ..errors import ConfigError
+from ..models.lora import merge_and_unload
 from ..seeding import seed_everything
 from ..train.carbon import EnergyMeter
 from ..train.distributed import Distributed
@@ -20,7 +21,7 @@ from ..train.result import TrainResult
 from ..train.run_folder import RunFolder
 from .losses import LossWeights
 from .run import distill
-from .sources import labelled_sources, objective_for, shard_sources
+from .sources import OBJECTIVES, labelled_sources, objective_for, shard_sources
 from .student import make_student, student_config
 
 
@@ -30,6 +31,7 @@ class DistillRequest:
     the loss weights and the training settings (a run file, then `settings` overrides)."""
 
     teacher: str | Path
+    teacher_adapter: str | Path | None = None  # a LoRA adapter folder for the teacher, merged in
     data: str | Path | None = None  # prepared token shards (mlm, clm, seq2seq)
     train: str | Path | None = None  # labelled files (task; seq2seq: JSONL pairs)
     valid: str | Path | None = None
@@ -53,7 +55,9 @@ def distill_teacher(out: str | Path, request: DistillRequest, *, overwrite: bool
     folder = RunFolder(out, "distill")
     folder.open(overwrite=overwrite)
     weights = request.weights.validate()
-    teacher = load(request.teacher)
+    teacher = load(request.teacher, adapter=request.teacher_adapter)
+    if request.teacher_adapter is not None:
+        teacher = merge_and_unload(teacher)  # a plain teacher: the student copies its merged weights
     objective = objective_for(teacher.task, request.objective)
     config = student_config(teacher.config, request.student_layers, request.student_config)
     if weights.alpha_cos and config.d_model != teacher.config.d_model:
@@ -77,7 +81,7 @@ def distill_teacher(out: str | Path, request: DistillRequest, *, overwrite: bool
 
 def _sources(request: DistillRequest, teacher, objective: str, settings):
     """Labelled files for task (and seq2seq given --train) distillation, prepared shards otherwise."""
-    if objective == "task" or (objective == "seq2seq" and request.train):
+    if OBJECTIVES[objective].reads_files(bool(request.train)):
         if not (request.train and request.valid) or request.data:
             raise ConfigError(f"objective {objective} reads labelled files: give --train FILE and --valid FILE "
                               "(not --data)")

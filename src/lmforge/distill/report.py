@@ -21,13 +21,11 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..finetune.scoring import batch_metrics
+from ..finetune.tasks import task_of_head, task_spec
 from ..labels import IGNORE_INDEX
 from .losses import _unwrapped as unwrap
+from .sources import OBJECTIVES, objective_for
 
-QUALITY_NAME = {"sequence-classification": "accuracy", "token-classification": "entity F1",
-                "masked-lm": "masked-token accuracy", "causal-lm": "next-token accuracy",
-                "seq2seq-lm": "next-token accuracy"}
-FINETUNE_TASKS = {"sequence-classification": ("classify", "accuracy"), "token-classification": ("tag", "f1")}
 
 
 class Quality:
@@ -37,8 +35,7 @@ class Quality:
         self.correct, self.count, self.loss_sum = 0, 0, 0.0
 
     def update(self, model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        if getattr(model, "task", None) == "causal-lm":
-            logits, labels = logits[:, :-1], labels[:, 1:]  # (B, T-1, V): position t predicts token t+1
+        logits, labels = model.head.aligned(logits, labels)  # a causal LM's position t predicts token t+1
         counted = labels != IGNORE_INDEX  # (B,) or (B, T)
         count = int(counted.sum())
         if count == 0:
@@ -61,10 +58,10 @@ def score(model: nn.Module, batches: Iterable[dict]) -> dict[str, float]:
     """{"accuracy": the quality score (see the module docstring), "loss": mean loss} of `model` over
     labelled `batches`, in eval mode. Classifiers are scored by lmforge.finetune.scoring.batch_metrics."""
     inner = _unwrapped(model)
-    if inner.task in FINETUNE_TASKS:
-        task, key = FINETUNE_TASKS[inner.task]
-        metrics = batch_metrics(inner, task, batches)
-        return {"accuracy": metrics[key], "loss": metrics["eval_loss"]}
+    if OBJECTIVES[objective_for(inner.task)].quality is None:  # scored as `lmforge evaluate` scores its task
+        spec = task_spec(task_of_head(inner.task, "the model"))
+        metrics = batch_metrics(inner, spec.name, batches)
+        return {"accuracy": metrics[spec.metric], "loss": metrics["eval_loss"]}
     was_training = inner.training
     inner.eval()
     quality = Quality()
@@ -74,6 +71,12 @@ def score(model: nn.Module, batches: Iterable[dict]) -> dict[str, float]:
     finally:
         inner.train(was_training)
     return quality.compute()
+
+
+def quality_name(model: nn.Module) -> str:
+    """The name of the quality score `score` gives for `model`'s head."""
+    quality = OBJECTIVES[objective_for(model.task)].quality
+    return quality or task_spec(task_of_head(model.task, "the model")).metric_title
 
 
 def quality_eval_fn():
@@ -129,12 +132,12 @@ def distillation_report(teacher: nn.Module, student: nn.Module, batches: Iterabl
     if not batches:
         raise ConfigError("the validation data yields no batches; give validation data for the report")
     teacher_quality, student_quality = compare_quality(teacher, student, batches)
-    timed = [{k: v for k, v in b.items() if k != "labels" or teacher.task == "seq2seq-lm"}
+    timed = [{k: v for k, v in b.items() if k != "labels" or teacher.inputs_from_labels}
              for b in batches[:speed_batches]]  # seq2seq needs labels to build the decoder inputs
     teacher_speed, student_speed = compare_throughput(teacher, student, timed, rounds)
     teacher_params, student_params = teacher.num_parameters(), student.num_parameters()
     return {
-        "quality_metric": QUALITY_NAME[teacher.task],
+        "quality_metric": quality_name(teacher),
         "teacher_parameters": teacher_params, "student_parameters": student_params,
         "parameter_ratio": student_params / teacher_params,
         "teacher_sequences_per_s": teacher_speed, "student_sequences_per_s": student_speed,

@@ -12,27 +12,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..data import TokenShards
+from ..data import LabelSet, TokenShards
 from ..errors import ConfigError, DataError
+from ..finetune.tasks import DataOptions, task_of_head, task_spec
 from ..train.pretraining import ShardSources, build_objective, default_objective
-from ..data import LabelSet, read_classification, read_conll, read_parallel
 from .data import ExampleBatches
 
-OBJECTIVE_TASKS = {"mlm": ("masked-lm",), "clm": ("causal-lm",), "seq2seq": ("seq2seq-lm",),
-                   "task": ("sequence-classification", "token-classification")}
+@dataclass(frozen=True)
+class DistillObjective:
+    """What one distillation objective teaches from and on."""
+
+    heads: tuple[str, ...]  # the teacher heads (model tasks) it distils
+    shards: bool  # reads prepared token shards (--data)
+    files: bool  # reads labelled files (--train/--valid); with both, files when --train is given
+    quality: str | None  # the report's quality score; None: the fine-tuning task's metric (lmforge evaluate's)
+
+    def reads_files(self, train_given: bool) -> bool:
+        return self.files and (train_given or not self.shards)
+
+
+OBJECTIVES = {
+    "mlm": DistillObjective(("masked-lm",), shards=True, files=False, quality="masked-token accuracy"),
+    "clm": DistillObjective(("causal-lm",), shards=True, files=False, quality="next-token accuracy"),
+    "seq2seq": DistillObjective(("seq2seq-lm",), shards=True, files=True, quality="next-token accuracy"),
+    "task": DistillObjective(("sequence-classification", "token-classification"), shards=False, files=True,
+                             quality=None),
+}
 
 
 def objective_for(task: str, requested: str | None = None) -> str:
     """The objective a teacher with head `task` can teach (checking `requested`, if given)."""
-    fits = [name for name, tasks in OBJECTIVE_TASKS.items() if task in tasks]
+    fits = [name for name, objective in OBJECTIVES.items() if task in objective.heads]
     if not fits:
         raise ConfigError(f"the teacher has no head to distil from (its task is {task}); fine-tune it first "
                           "(`lmforge finetune`) and distil with --objective task, or give a teacher with a "
                           "masked-LM / causal-LM / seq2seq head")
-    if requested is not None and requested not in OBJECTIVE_TASKS:
-        raise ConfigError(f"unknown objective {requested!r}; choose one of {', '.join(OBJECTIVE_TASKS)}")
+    if requested is not None and requested not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {requested!r}; choose one of {', '.join(OBJECTIVES)}")
     if requested is not None and requested != fits[0]:
-        needs = " or ".join(OBJECTIVE_TASKS[requested])
+        needs = " or ".join(OBJECTIVES[requested].heads)
         raise ConfigError(f"--objective {requested} needs a teacher with a {needs} head, but this teacher has a "
                           f"{task} head; use --objective {fits[0]}")
     return fits[0]
@@ -71,25 +89,21 @@ def labelled_sources(teacher, train: str | Path, valid: str | Path, unlabelled: 
     through the soft targets only."""
 
     tokenizer = _tokenizer(teacher)
-    task = teacher.task
-    if task == "seq2seq-lm":
-        train_data = read_parallel(train, None, tokenizer, max_length=max_length)
-        valid_data = read_parallel(valid, None, tokenizer, max_length=max_length)
-    elif task in ("sequence-classification", "token-classification"):
-        reader = read_classification if task == "sequence-classification" else read_conll
-        labels = LabelSet(teacher.config.id2label[i] for i in range(teacher.config.num_labels)) \
-            if teacher.config.id2label else None
-        train_data = reader(train, tokenizer, labels, max_length=max_length)
-        if len(train_data.labels) != teacher.config.num_labels:
-            raise DataError(f"{train} has {len(train_data.labels)} labels but the teacher predicts "
-                            f"{teacher.config.num_labels}; give data labelled like the teacher's")
-        valid_data = reader(valid, tokenizer, train_data.labels, max_length=max_length)
-    else:
-        raise ConfigError(f"a {task} teacher learns from prepared token shards; pass --data DIR instead of "
+    if not OBJECTIVES[objective_for(teacher.task)].files:
+        raise ConfigError(f"a {teacher.task} teacher learns from prepared token shards; pass --data DIR instead of "
                           "--train/--valid")
+    spec = task_spec(task_of_head(teacher.task, "the teacher"))  # the fine-tuning task that reads its files
+    options = DataOptions(max_length=max_length)
+    labels = LabelSet(teacher.config.id2label[i] for i in range(teacher.config.num_labels)) \
+        if teacher.config.id2label and teacher.head.named_classes else None
+    train_data = spec.read([Path(train)], tokenizer, labels, options)
+    if train_data.labels is not None and len(train_data.labels) != teacher.config.num_labels:
+        raise DataError(f"{train} has {len(train_data.labels)} labels but the teacher predicts "
+                        f"{teacher.config.num_labels}; give data labelled like the teacher's")
+    valid_data = spec.read([Path(valid)], tokenizer, train_data.labels, options)
     examples = [{k: v for k, v in e.items() if k != "word_ids"} for e in train_data.examples]
     if unlabelled is not None:
-        if task != "sequence-classification":
+        if not teacher.head.sequence_labels:
             raise ConfigError("--unlabelled text is for sequence-classification teachers")
         examples += _unlabelled_examples(unlabelled, tokenizer, max_length, "token_type_ids" in examples[0])
     valid_examples = [{k: v for k, v in e.items() if k != "word_ids"} for e in valid_data.examples]

@@ -41,7 +41,7 @@ def evaluate(model, data: str | Path | Sequence[str | Path], task: str | None = 
     elif task_spec(task).head != model.task:
         raise InputError(f"{source} has a {model.task} head, but --task {task} needs a {task_spec(task).head} "
                          f"head; evaluate it with --task {task_of_head(model.task, source)} or fine-tune it for {task}")
-    labels = LabelSet(label_names(model)) if task in ("classify", "tag") else None
+    labels = LabelSet(label_names(model)) if model.head.named_classes else None
     examples = subset(read_task_data(task, data, tokenizer, labels, data_options, model.config), max_examples,
                       option="--max-examples").examples
     metrics = batch_metrics(model, task, sorted_batches(examples, batch_size, tokenizer.padding_id),

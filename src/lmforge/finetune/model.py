@@ -12,6 +12,7 @@ from ..data import LabelSet
 from ..errors import CheckpointError, ConfigError, DataError
 from ..checkpoint.folder import load
 from ..models import FAMILY_TASKS
+from ..models.heads import HEADS
 from ..tokenizer import SPECIALS_FILE, Tokenizer
 from .tasks import task_spec
 from ..checkpoint.hf import load_hf_tokenizer
@@ -129,10 +130,8 @@ def build_task_model(task: str, source: Source, labels: LabelSet | None = None,
 
 
 def _task_config(config: ModelConfig, head: str, labels: LabelSet | None) -> ModelConfig:
-    """The label map as num_labels / id2label; a decoder's sequence classifier reads the last real token
-    (in a causal model only the last position has seen the whole text), as GPT-2's does."""
-    if head == "sequence-classification" and config.family == "decoder" and config.classifier_pool == "first":
-        config = config.replace(classifier_pool="last")
+    """The head's architecture needs (`Head.new_head_config`) and the label map as num_labels / id2label."""
+    config = HEADS[head].new_head_config(config)
     if labels is None:
         return config
     return config.replace(num_labels=len(labels), id2label=dict(enumerate(labels.names)))

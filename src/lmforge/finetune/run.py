@@ -1,7 +1,7 @@
 """`finetune(...)`: one fine-tuning run, from a checkpoint or from scratch, through the training loop.
 
-    result = finetune("classify", "sst2.train.txt", "sst2.dev.txt", checkpoint="minilm/", out="runs/sst2",
-                      settings={"max_steps": 400, "batch_size": 32, "lr": 1e-4})
+    result = finetune("runs/sst2", FinetuneRequest("classify", "sst2.train.txt", "sst2.dev.txt", checkpoint="minilm/",
+                                                   settings={"max_steps": 400, "batch_size": 32, "lr": 1e-4}))
     result.metrics["accuracy"], result.model_path, result.wall_s, result.energy_kwh
 
 The run folder `out` holds what `Trainer` writes (metrics.jsonl, checkpoints/{last,best}, summary.json,
@@ -14,7 +14,7 @@ and finetune.json (the run: task, starting point, data, settings, metrics, time,
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -28,9 +28,9 @@ from ..train.result import RunCard, TrainResult, training_card
 from ..train.run_folder import RunFolder
 from .scoring import batch_metrics
 from .batching import LengthGroupedBatches, sorted_batches
-from .defaults import size_defaults, stuck_at_majority_warning
+from .defaults import size_defaults
 from .model import build_task_model, load_model, resolve_source
-from .tasks import DataOptions, read_task_data, subset, task_spec
+from .tasks import TASKS, DataOptions, read_task_data, subset, task_spec
 
 MODEL_DIR = "model"
 ADAPTER_DIR = "adapter"  # LoRA runs: the adapter folder instead of a whole model
@@ -89,50 +89,85 @@ class EarlyStopping(Callback):
         self.best, self.waited = state.get("best"), state.get("waited", 0)
 
 
-def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | Path,
-             checkpoint=None, preset: str | None = None, from_scratch: bool = False, tokenizer=None,
-             settings: TrainSettings | dict | None = None, data_options: DataOptions | None = None,
-             max_train_examples: int | None = None, max_valid_examples: int | None = None,
-             patience: int | None = None, time_budget_s: float | None = None,
-             best_metric: str | None = None, max_new_tokens: int = 64, overwrite: bool = False,
-             country: str | None = None, use_codecarbon: bool = False, progress: bool = True,
-             lora: LoraSettings | None = None) -> FinetuneResult:
-    """Fine-tune for `task` (classify, tag, seq2seq, clm) on the `train` file(s), selecting the best
-    checkpoint on `valid` (seq2seq: [source, target] files or one .jsonl).
+@dataclass
+class FinetuneRequest:
+    """What a fine-tuning run asks for; `finetune(out, request)` runs it.
 
-    Start from `checkpoint` (folder or loaded model; backbone copied, new head initialised), or from random
-    weights with `from_scratch` (the checkpoint's or `preset`'s architecture; `tokenizer` folder or the
-    checkpoint's). `settings`: TrainSettings or a dict overriding DEFAULT_SETTINGS. `patience`: stop after
-    that many evaluations without improvement. `max_valid_examples`: validate on that many random examples
-    (a cap on evaluation time). `time_budget_s`: stop after that much wall time (the same budget for a
-    pretrained and a from-scratch arm). `best_metric` overrides the task's (accuracy, f1, bleu,
-    eval_loss). `lora`: train low-rank adapters on a frozen base instead of every weight (tensors the run
-    initialises, such as a new head, are trained in full); out/adapter is then a PEFT-format adapter folder
-    and `model_path` points to it. Returns a `FinetuneResult`; `out` must be new or empty unless `overwrite`."""
-    spec = task_spec(task)
+    Fine-tune for `task` (classify, tag, seq2seq, clm) on the `train` file(s), selecting the best checkpoint
+    on `valid` (seq2seq: [source, target] files or one .jsonl). Start from `checkpoint` (folder or loaded
+    model; backbone copied, new head initialised), or from random weights with `from_scratch` (the
+    checkpoint's or `preset`'s architecture; `tokenizer` folder or the checkpoint's). `settings`:
+    TrainSettings or a dict overriding DEFAULT_SETTINGS. `patience`: stop after that many evaluations without
+    improvement. `max_valid_examples`: validate on that many random examples (a cap on evaluation time).
+    `time_budget`: stop after that many seconds of wall time (the same budget for a pretrained and a
+    from-scratch arm). `best_metric` overrides the task's (accuracy, f1, bleu, eval_loss). `lora`: train
+    low-rank adapters on a frozen base instead of every weight (tensors the run initialises, such as a new
+    head, are trained in full).
+
+    Each field with flag metadata is one `lmforge finetune` flag (lmforge.commands.flags.add_dataclass_flags);
+    `settings`, `data` and `lora` get theirs from TrainSettings, DataOptions and LoraSettings, `country` from
+    the energy flags."""
+
+    task: str = field(metadata={"required": True, "choices": tuple(TASKS), "help": "classify | tag | seq2seq | clm"})
+    train: Files = field(metadata={"required": True, "nargs": "+", "metavar": "FILE",
+                                   "help": "training data (seq2seq: SOURCE TARGET files, or one .jsonl)"})
+    valid: Files | None = field(default=None, metadata={"nargs": "+", "metavar": "FILE",
+                                                        "help": "validation data, read like --train"})
+    checkpoint: str | Path | object | None = field(default=None, metadata={  # a folder or a loaded model
+        "flag": "--from", "exclusive": "start", "required": True, "metavar": "CHECKPOINT",
+        "help": "an lmforge or Hugging Face folder"})
+    preset: str | None = field(default=None, metadata={
+        "exclusive": "start", "required": True, "help": "a named architecture (needs --from-scratch and --tokenizer)"})
+    from_scratch: bool = field(default=False, metadata={"help": "random weights (the baseline)"})
+    tokenizer: str | Path | object | None = field(default=None, metadata={  # a folder or a Tokenizer
+        "metavar": "DIR", "help": "tokenizer folder (default: the checkpoint's)"})
+    settings: TrainSettings | dict | None = field(default=None, metadata={"flag": False})  # over DEFAULT_SETTINGS
+    data: DataOptions = field(default_factory=DataOptions, metadata={"flag": False})
+    max_train_examples: int | None = field(default=None, metadata={"metavar": "N",
+                                                                   "help": "train on N random examples"})
+    max_valid_examples: int | None = field(default=None, metadata={
+        "metavar": "N", "help": "validate on N random examples (a cap on the time each evaluation takes)"})
+    patience: int | None = field(default=None, metadata={"metavar": "N",
+                                                         "help": "stop after N evaluations without improvement"})
+    time_budget: float | None = field(default=None, metadata={"metavar": "SECONDS",
+                                                              "help": "stop after this much wall time"})
+    best_metric: str | None = field(default=None, metadata={
+        "help": "metric that selects model/ (default: accuracy, f1, bleu, eval_loss)"})
+    max_new_tokens: int = field(default=64, metadata={"help": "seq2seq: tokens generated for BLEU (default 64)"})
+    country: str | None = field(default=None, metadata={"flag": False})
+    lora: LoraSettings | None = field(default=None, metadata={"flag": False})
+
+
+def finetune(out: str | Path, request: FinetuneRequest, *, overwrite: bool = False, use_codecarbon: bool = False,
+             progress: bool = True) -> FinetuneResult:
+    """Run the fine-tuning `request` in folder `out` (new or empty, or with `overwrite` an earlier fine-tuning
+    run): the best checkpoint by the validation metric becomes out/model (a LoRA run: out/adapter, a PEFT-format
+    adapter folder). Returns a `FinetuneResult`."""
+    task, spec = request.task, task_spec(request.task)
     folder = RunFolder(out, "finetune")
     folder.open(overwrite=overwrite)
     out = folder.path
-    options = data_options or DataOptions()
+    settings = request.settings
     given = settings.to_dict() if isinstance(settings, TrainSettings) else dict(settings or {})
-    metric = best_metric or spec.metric
-    source = resolve_source(checkpoint, preset, from_scratch, tokenizer)
+    metric = request.best_metric or spec.metric
+    source = resolve_source(request.checkpoint, request.preset, request.from_scratch, request.tokenizer)
     tok = source.tokenizer
-    train_data = read_task_data(task, train, tok, None, options, source.config)
+    train_data = read_task_data(task, request.train, tok, None, request.data, source.config)
     labels = train_data.labels  # classify, tag: from the training file; None for seq2seq and clm
     seed_everything(given.get("seed", 0))  # the new head (or the whole from-scratch model) depends on the seed only
-    start = build_task_model(task, source, labels, from_scratch)
+    start = build_task_model(task, source, labels, request.from_scratch)
     model = start.model
     parameters = sum(p.numel() for p in model.parameters())  # before adapters: the size the defaults follow
     settings = settings.validate() if isinstance(settings, TrainSettings) else _settings(given, parameters)
-    if lora is not None:
-        if from_scratch or source.model is None:
+    if request.lora is not None:
+        if request.from_scratch or source.model is None:
             raise ConfigError("LoRA adapts pretrained weights; start from a checkpoint (--from DIR) without "
                               "--from-scratch, or leave out --lora-r")
-        add_lora(model, lora, trainable=start.initialised)
-    train_examples = subset(train_data, max_train_examples, settings.seed).examples
-    valid_examples = subset(read_task_data(task, valid, tok, labels, options, source.config), max_valid_examples,
-                            settings.seed, "--max-valid-examples").examples if valid is not None else None
+        add_lora(model, request.lora, trainable=start.initialised)
+    train_examples = subset(train_data, request.max_train_examples, settings.seed).examples
+    valid_examples = subset(read_task_data(task, request.valid, tok, labels, request.data, source.config),
+                            request.max_valid_examples, settings.seed, "--max-valid-examples").examples \
+        if request.valid is not None else None
     padding = tok.padding_id
 
     def train_batches(micro: int, rank: int, world: int):
@@ -142,36 +177,41 @@ def finetune(task: str, train: Files, valid: Files | None = None, *, out: str | 
         return sorted_batches(valid_examples, max(settings.batch_size, 32), padding)
 
     def eval_fn(forward_model, batches, trainer):
-        scores = batch_metrics(trainer.model, task, batches, max_new_tokens=max_new_tokens)
+        scores = batch_metrics(trainer.model, task, batches, max_new_tokens=request.max_new_tokens)
         return {k: v for k, v in scores.items() if isinstance(v, (int, float))}
 
     callbacks = []
-    if patience is not None:
-        callbacks.append(EarlyStopping(metric, spec.mode, patience))
-    if time_budget_s is not None:
-        callbacks.append(TimeBudget(time_budget_s))
+    if request.patience is not None:
+        callbacks.append(EarlyStopping(metric, spec.mode, request.patience))
+    if request.time_budget is not None:
+        callbacks.append(TimeBudget(request.time_budget))
     settings = settings.updated({"best_metric": metric, "best_mode": "min" if metric.endswith("loss") else spec.mode})
-    run = {"task": task, "head": spec.head, "starting_point": start.report(), "checkpoint": _name(checkpoint),
-           "preset": preset, "from_scratch": from_scratch, "train": _names(train), "valid": _names(valid),
-           "train_examples": len(train_examples), "valid_examples": len(valid_examples or []),
-           "labels": labels.names if labels is not None else None, "settings": settings.to_dict(),
-           "patience": patience, "time_budget_s": time_budget_s,
-           "lora": lora.to_dict() if lora is not None else None, "trainable_parameters": trainable_parameters(model)}
-    card = RunCard(training_type="fine-tuning", objective=f"{task} ({spec.head})",
-                   data=f"{', '.join(run['train'])} ({len(train_examples):,} examples)",
-                   description=f"Fine-tuned by `lmforge finetune` for {task} from {run['checkpoint'] or preset}"
-                               f"{' (random weights)' if from_scratch else ''}.")
+    run = {"task": task, "head": spec.head, "starting_point": start.report(), "checkpoint": _name(request.checkpoint),
+           "preset": request.preset, "from_scratch": request.from_scratch, "train": _names(request.train),
+           "valid": _names(request.valid), "train_examples": len(train_examples),
+           "valid_examples": len(valid_examples or []), "labels": labels.names if labels is not None else None,
+           "settings": settings.to_dict(), "patience": request.patience, "time_budget_s": request.time_budget,
+           "lora": request.lora.to_dict() if request.lora is not None else None,
+           "trainable_parameters": trainable_parameters(model)}
+    card = _card(run)
     trainer = Trainer(model, settings, train_batches, eval_batches if valid_examples else None, out_dir=out,
                       eval_fn=eval_fn, callbacks=callbacks, card=card, progress=progress,
-                      energy=EnergyMeter(country, use_codecarbon=use_codecarbon))
+                      energy=EnergyMeter(request.country, use_codecarbon=use_codecarbon))
     folder.start()
     with folder.refusals_leave_nothing(new=True):
         result = trainer.fit()
     finished = _finish(out, trainer, result, run, card)
-    if task == "classify" and valid_examples:
-        names = [labels.names[int(e["labels"])] for e in valid_examples]
-        finished.warning = stuck_at_majority_warning(finished.metrics.get("accuracy"), names, settings.lr, parameters)
+    if spec.warning is not None and valid_examples:
+        finished.warning = spec.warning(finished.metrics, valid_examples, labels, settings.lr, parameters)
     return finished
+
+
+def _card(run: dict) -> RunCard:
+    """The fine-tuning facts of the model card, from the run record (finetune.json)."""
+    return RunCard(training_type="fine-tuning", objective=f"{run['task']} ({run['head']})",
+                   data=f"{', '.join(run['train'])} ({run['train_examples']:,} examples)",
+                   description=f"Fine-tuned by `lmforge finetune` for {run['task']} from "
+                               f"{run['checkpoint'] or run['preset']}{' (random weights)' if run['from_scratch'] else ''}.")
 
 
 def _settings(given: dict, parameters: int) -> TrainSettings:

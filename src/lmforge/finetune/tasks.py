@@ -1,5 +1,5 @@
-"""The four fine-tuning tasks: which head each needs, which metric picks the best checkpoint, how its
-labelled files are read.
+"""The four fine-tuning tasks, one `TaskSpec` each in `TASKS`: which head each needs, which metric picks the
+best checkpoint, how its labelled files are read and how it is scored (a new task is one entry here).
 
     classify  sentence (pair) classification  -> sequence-classification head, best by accuracy
     tag       token classification (CoNLL)    -> token-classification head,    best by entity F1
@@ -10,46 +10,113 @@ labelled files are read.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..config import ModelConfig
-from ..data import LabelSet, TaskData, read_classification, read_conll, read_parallel
+from ..data import LabelSet, TaskData, iter_texts, pack, read_classification, read_conll, read_parallel
 from ..errors import ConfigError, DataError
 from ..tokenizer import Tokenizer
-from ..data import iter_texts, pack
+from .defaults import stuck_at_majority_warning
+from .scorers import ClassScorer, EntityScorer, GenerationScorer, PerplexityScorer, Scorer
+
+
+@dataclass
+class DataOptions:
+    """How labelled files are read (the readers' format options)."""
+
+    max_length: int | None = field(default=None, metadata={
+        "help": "tokens per example, specials included (default: min(512, the model's max_positions))"})
+    text_field: str = field(default="text", metadata={"help": "text column (.csv/.tsv/.jsonl)"})
+    pair_field: str | None = field(default=None, metadata={"help": "second text column, for sentence pairs"})
+    label_field: str = field(default="label", metadata={"help": "label column"})
+    source_field: str = field(default="source", metadata={"help": "seq2seq .jsonl source field"})
+    target_field: str = field(default="target", metadata={"help": "seq2seq .jsonl target field"})
+    block_size: int = field(default=128, metadata={"help": "clm: tokens per training block (default 128)"})
+    errors: str = field(default="strict", metadata={"choices": ("strict", "replace"),
+                                                    "help": "what to do with bytes that are not UTF-8"})
+
+
+Reader = Callable[[list[Path], Tokenizer, "LabelSet | None", DataOptions], TaskData]
+RunWarning = Callable[[dict, list[dict], "LabelSet | None", float, int], "str | None"]
 
 
 @dataclass(frozen=True)
 class TaskSpec:
+    """Everything a fine-tuning task decides: its head, how its files are read, how it is scored."""
+
     name: str
     head: str  # the lmforge model task (head) it trains
     metric: str  # the validation metric that selects the best checkpoint
     mode: str  # "max" or "min" for that metric
     family_advice: str  # what to do when the checkpoint's family has no such head
     files: str  # how the task's data files are given, for messages
+    file_counts: tuple[int, ...] | None  # how many files it reads (None: one or more)
+    read: Reader  # (files, tokenizer, labels, options) -> TaskData
+    scorer: type[Scorer]  # its validation metrics (finetune.scorers)
+    metric_title: str  # the metric as reports name it
+    warning: RunWarning | None = None  # (best metrics, validation examples, labels, lr, parameters) -> a warning
+
+
+def _read_classification(files: list[Path], tokenizer: Tokenizer, labels: LabelSet | None,
+                         options: DataOptions) -> TaskData:
+    return read_classification(files[0], tokenizer, labels, text_field=options.text_field,
+                               pair_field=options.pair_field, label_field=options.label_field,
+                               max_length=options.max_length, errors=options.errors)
+
+
+def _read_conll(files: list[Path], tokenizer: Tokenizer, labels: LabelSet | None, options: DataOptions) -> TaskData:
+    return read_conll(files[0], tokenizer, labels, max_length=options.max_length, errors=options.errors)
+
+
+def _read_parallel(files: list[Path], tokenizer: Tokenizer, labels: LabelSet | None, options: DataOptions) -> TaskData:
+    return read_parallel(files[0], files[1] if len(files) == 2 else None, tokenizer,
+                         source_field=options.source_field, target_field=options.target_field,
+                         max_length=options.max_length, errors=options.errors)
+
+
+def _read_text_blocks(files: list[Path], tokenizer: Tokenizer, labels: LabelSet | None,
+                      options: DataOptions) -> TaskData:
+    """Causal-LM examples: the files' documents, each followed by EOS, packed into blocks of block_size."""
+    texts = list(iter_texts(files, text_field=options.text_field, errors=options.errors))
+    separator = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.sep_id
+    blocks = [block.tolist() for block in pack(tokenizer.encode_batch(texts, add_special_tokens=False),
+                                               options.block_size, separator)]
+    if not blocks:
+        raise DataError(f"{', '.join(map(str, files))} hold fewer than {options.block_size} tokens, not one "
+                        "training block; give more text or a smaller block size")
+    return TaskData([{"input_ids": b, "labels": b} for b in blocks], None)
+
+
+def _majority_warning(metrics: dict, valid: list[dict], labels: LabelSet, lr: float, parameters: int) -> str | None:
+    """The classifier's accuracy never left the majority-class level of the validation labels."""
+    names = [labels.names[int(e["labels"])] for e in valid]
+    return stuck_at_majority_warning(metrics.get("accuracy"), names, lr, parameters)
 
 
 TASKS = {
     "classify": TaskSpec("classify", "sequence-classification", "accuracy", "max",
                          "classification needs an encoder (BERT-like) or decoder (GPT-like) checkpoint; an "
                          "encoder-decoder can learn it as text-to-text: use --task seq2seq with the label as target",
-                         "one labelled file (.csv/.tsv/.jsonl or `label text` lines)"),
+                         "one labelled file (.csv/.tsv/.jsonl or `label text` lines)", (1,),
+                         _read_classification, ClassScorer, "accuracy", _majority_warning),
     "tag": TaskSpec("tag", "token-classification", "f1", "max",
                     "tagging needs an encoder (BERT-like) or decoder (GPT-like) checkpoint; an encoder-decoder "
                     "can learn it as text-to-text: use --task seq2seq",
-                    "one CoNLL file (`token<TAB>tag` lines)"),
+                    "one CoNLL file (`token<TAB>tag` lines)", (1,), _read_conll, EntityScorer, "entity F1"),
     "seq2seq": TaskSpec("seq2seq", "seq2seq-lm", "bleu", "max",
                         "sequence-to-sequence needs an encoder-decoder (BART/T5-like) checkpoint; with a decoder use "
                         "--task clm on `source target` text, with an encoder use --task classify or tag",
-                        "two line-aligned files (source, target) or one .jsonl with source/target fields"),
+                        "two line-aligned files (source, target) or one .jsonl with source/target fields", (1, 2),
+                        _read_parallel, GenerationScorer, "BLEU"),
     "clm": TaskSpec("clm", "causal-lm", "eval_loss", "min",
                     "causal-LM fine-tuning needs a decoder (GPT-like) checkpoint; with an encoder-decoder use "
                     "--task seq2seq",
-                    "one or more text files (.txt, .jsonl)"),
+                    "one or more text files (.txt, .jsonl)", None, _read_text_blocks, PerplexityScorer,
+                    "validation loss"),
 }
 HEAD_TASKS = {spec.head: name for name, spec in TASKS.items()}
 
@@ -67,20 +134,6 @@ def task_of_head(head: str, where: str) -> str:
         raise ConfigError(f"{where} has a {head} head, which no fine-tuning task evaluates; give --task "
                           f"({', '.join(TASKS)}) for a checkpoint with the matching head")
     return HEAD_TASKS[head]
-
-
-@dataclass
-class DataOptions:
-    """How labelled files are read (the readers' format options)."""
-
-    max_length: int | None = None  # tokens per example, specials included (default: min(512, the model's limit))
-    text_field: str = "text"
-    pair_field: str | None = None
-    label_field: str = "label"
-    source_field: str = "source"
-    target_field: str = "target"
-    block_size: int = 128  # clm: tokens per packed training block
-    errors: str = "strict"
 
 
 DEFAULT_MAX_LENGTH = 512
@@ -107,32 +160,9 @@ def read_task_data(task: str, files: Sequence[str | Path], tokenizer: Tokenizer,
     spec, options = task_spec(task), options or DataOptions()
     options = dataclasses.replace(options, max_length=fitted_max_length(options.max_length, config))
     files = [Path(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
-    expected = {"classify": (1,), "tag": (1,), "seq2seq": (1, 2)}.get(task)
-    if not files or (expected and len(files) not in expected):
+    if not files or (spec.file_counts and len(files) not in spec.file_counts):
         raise DataError(f"--task {task} reads {spec.files}; got {len(files)} file(s)")
-    if task == "classify":
-        return read_classification(files[0], tokenizer, labels, text_field=options.text_field,
-                                   pair_field=options.pair_field, label_field=options.label_field,
-                                   max_length=options.max_length, errors=options.errors)
-    if task == "tag":
-        return read_conll(files[0], tokenizer, labels, max_length=options.max_length, errors=options.errors)
-    if task == "seq2seq":
-        return read_parallel(files[0], files[1] if len(files) == 2 else None, tokenizer,
-                             source_field=options.source_field, target_field=options.target_field,
-                             max_length=options.max_length, errors=options.errors)
-    return _read_text_blocks(files, tokenizer, options)
-
-
-def _read_text_blocks(files: list[Path], tokenizer: Tokenizer, options: DataOptions) -> TaskData:
-    """Causal-LM examples: the files' documents, each followed by EOS, packed into blocks of block_size."""
-    texts = list(iter_texts(files, text_field=options.text_field, errors=options.errors))
-    separator = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.sep_id
-    blocks = [block.tolist() for block in pack(tokenizer.encode_batch(texts, add_special_tokens=False),
-                                               options.block_size, separator)]
-    if not blocks:
-        raise DataError(f"{', '.join(map(str, files))} hold fewer than {options.block_size} tokens, not one "
-                        "training block; give more text or a smaller block size")
-    return TaskData([{"input_ids": b, "labels": b} for b in blocks], None)
+    return spec.read(files, tokenizer, labels, options)
 
 
 def subset(data: TaskData, count: int | None, seed: int = 0, option: str = "--max-train-examples") -> TaskData:

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import torch
 
+from ..config import first_id
 from ..errors import InputError
 from ..models import services
 from .beam import beam_search
@@ -87,13 +88,15 @@ class _Run:
         config = model.config
         self.options = options
         self.stop_ids = options.stop_ids(config.eos_token_id)
-        pad = options.pad_token_id if options.pad_token_id is not None else config.pad_token_id
-        self.pad_id = pad if pad is not None else (self.stop_ids[0] if self.stop_ids else 0)
+        # the slots after a row's stop token: the pad, else the stop token (`config.padding_id`'s order); with
+        # neither, no row can stop early, so no slot past a row's end is ever written or returned
+        self.pad_id = first_id(options.pad_token_id, config.pad_token_id, *self.stop_ids)
         self.stepper = make_stepper(model, input_ids, attention_mask, options.max_new_tokens, options.use_cache)
         start = self.stepper.start  # (B, P): the prompt, or the decoder start token
         batch, self.prompt_len = start.shape
         total = self.prompt_len + options.max_new_tokens
-        self.sequence = torch.full((batch, total), self.pad_id, dtype=torch.long, device=start.device)  # (B, L)
+        self.sequence = start.new_empty((batch, total)) if self.pad_id is None else \
+            start.new_full((batch, total), self.pad_id)  # (B, L)
         self.sequence[:, :self.prompt_len] = start
         self.length = self.prompt_len
         self.processors = build_processors(options, len(self.stop_ids))

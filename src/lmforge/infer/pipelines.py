@@ -35,6 +35,8 @@ class Pipeline(abc.ABC):
 
     task = ""
     heads: tuple[str, ...] = ()  # model tasks (heads) that can serve this pipeline
+    generates = False  # decodes new tokens (served through the server's batching engine)
+    parameters: tuple[str, ...] = ()  # per-call options a request may give (encoder pipelines)
 
     def __init__(self, model, truncation: bool = True, batch_size: int = 8):
         if batch_size < 1:
@@ -93,6 +95,7 @@ class FillMask(Pipeline):
 
     task = "fill-mask"
     heads = ("masked-lm",)
+    parameters = ("top_k",)
 
     def __init__(self, model, **kwargs):
         super().__init__(model, **kwargs)
@@ -133,6 +136,7 @@ class TextClassification(Pipeline):
 
     task = "text-classification"
     heads = ("sequence-classification",)
+    parameters = ("top_k",)
 
     def _batch(self, texts: list[str], top_k: int | None = 1) -> list:
         batch = self.encoder.encode(texts, self.max_length)
@@ -173,6 +177,12 @@ class _Generating(Pipeline):
     """Shared by text generation and text-to-text: generation options with per-call overrides."""
 
     default_new_tokens = 20
+    generates = True
+
+    @staticmethod
+    @abc.abstractmethod
+    def result(task: str, text: str, generated: str) -> dict:
+        """The result for input `text` and the text generated for it (as `__call__` gives it)."""
 
     def __init__(self, model, options: GenerationOptions | None = None, **kwargs):
         super().__init__(model, **kwargs)
@@ -197,6 +207,10 @@ class TextGeneration(_Generating):
 
     task = "text-generation"
     heads = ("causal-lm",)
+
+    @staticmethod
+    def result(task: str, text: str, generated: str) -> dict:
+        return {"generated_text": text + generated}
 
     def __call__(self, inputs, **kwargs):
         conversations = as_conversations(inputs)
@@ -229,7 +243,7 @@ class TextGeneration(_Generating):
         out = generate(self.model, batch.input_ids, batch.attention_mask, options)
         stop_ids = options.stop_ids(self.model.config.eos_token_id)
         width = batch.input_ids.shape[1]
-        return [{"generated_text": text + self._continuation(e.ids, out[row, width:].tolist(), stop_ids)}
+        return [self.result(self.task, text, self._continuation(e.ids, out[row, width:].tolist(), stop_ids))
                 for row, (text, e) in enumerate(zip(texts, batch.encodings))]
 
     def stream(self, text: str, add_special_tokens: bool = True, **overrides) -> Iterator[str]:
@@ -262,7 +276,11 @@ class Text2Text(_Generating):
 
     def __init__(self, model, task: str = "text2text", prefix: str = "", **kwargs):
         super().__init__(model, **kwargs)
-        self.task, self.key, self.prefix = task, TEXT2TEXT_KEYS[task], prefix
+        self.task, self.prefix = task, prefix
+
+    @staticmethod
+    def result(task: str, text: str, generated: str) -> dict:
+        return {TEXT2TEXT_KEYS[task]: generated.strip()}
 
     def _batch(self, texts: list[str], **overrides) -> list[dict]:
         options = GenerationOptions.make(self.options, **overrides)
@@ -270,7 +288,8 @@ class Text2Text(_Generating):
         batch = self.encoder.encode([self.prefix + t for t in texts], self.max_length)
         out = generate(self.model, batch.input_ids, batch.attention_mask, options)
         stop_ids = options.stop_ids(self.model.config.eos_token_id)
-        return [{self.key: self._continuation([], row[1:], stop_ids).strip()} for row in out.tolist()]
+        return [self.result(self.task, text, self._continuation([], row[1:], stop_ids))
+                for text, row in zip(texts, out.tolist())]
 
 
 def as_conversations(inputs) -> list[list[Message]] | None:

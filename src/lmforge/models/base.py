@@ -96,6 +96,12 @@ class LmforgeModel(nn.Module):
 
     # ---- utilities ----------------------------------------------------------------------------------
     @property
+    def inputs_from_labels(self) -> bool:
+        """Whether `forward` builds inputs from `labels` (an encoder-decoder's decoder inputs), so a batch keeps
+        its labels even when only outputs are wanted."""
+        return False
+
+    @property
     def device(self) -> torch.device:
         return self.embed.weight.device
 

@@ -44,6 +44,7 @@ class Head(nn.Module, ABC):
     encoder_only: ClassVar[bool] = False  # an encoder-decoder needs no decoder pass for it
     independent_positions: ClassVar[bool] = False  # unlabelled positions may be dropped before the head
     named_classes: ClassVar[bool] = False  # outputs are classes: num_labels and id2label apply
+    sequence_labels: ClassVar[bool] = False  # one label per sequence (not per position)
 
     @abstractmethod
     def forward(self, hidden: torch.Tensor, inputs: HeadInputs) -> torch.Tensor:
@@ -56,6 +57,10 @@ class Head(nn.Module, ABC):
                              f"expects {tuple(logits.shape[:-1])}")
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).long(),
                                ignore_index=IGNORE_INDEX)
+
+    def aligned(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and the labels they predict, position for position (evaluation's accuracy)."""
+        return logits, labels
 
     def scored_labels(self, labels: torch.Tensor) -> int:
         """How many labels of a batch the loss averages over (evaluation weights batch losses by it)."""
@@ -73,6 +78,11 @@ class Head(nn.Module, ABC):
     def decoding_weight(self, embedding: torch.Tensor, batch: int) -> torch.Tensor | None:
         """State a decoding cache of `batch` rows should carry for this head (None: nothing)."""
         return None
+
+    @classmethod
+    def new_head_config(cls, config: ModelConfig) -> ModelConfig:
+        """The architecture of a model given this head anew (fine-tuning): by default `config` as it is."""
+        return config
 
 
 def real_tokens(batch: dict) -> torch.Tensor | None:
@@ -149,6 +159,9 @@ class CausalLMHead(LMHead):
     def shifted(labels: torch.Tensor) -> torch.Tensor:
         return F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T), no copy of the logits
 
+    def aligned(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return logits[:, :-1], labels[:, 1:]  # (B, T-1, V): position t predicts token t+1
+
     def scored_labels(self, labels: torch.Tensor) -> int:
         return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
@@ -207,6 +220,7 @@ class SequenceClassificationHead(Head):
     families = ("decoder", "encoder")
     uses_pooler = True
     named_classes = True
+    sequence_labels = True
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -238,6 +252,14 @@ class SequenceClassificationHead(Head):
 
     def soft_positions(self, batch: dict) -> torch.Tensor | None:
         return None  # one row of logits per sequence
+
+    @classmethod
+    def new_head_config(cls, config: ModelConfig) -> ModelConfig:
+        """A decoder's new classifier reads the last real token (in a causal model only the last position has
+        seen the whole text), as GPT-2's does."""
+        if config.family == "decoder" and config.classifier_pool == "first":
+            return config.replace(classifier_pool="last")
+        return config
 
 
 class TokenClassificationHead(Head):

@@ -33,6 +33,10 @@ class EncoderDecoderModel(LmforgeModel):
         c = self.config
         return c.decoder_start_token_id if c.decoder_start_token_id is not None else c.pad_token_id
 
+    @property
+    def inputs_from_labels(self) -> bool:
+        return not self.head.encoder_only  # the decoder inputs are the labels shifted right
+
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, S) source ids -> encoder hidden states (B, S, d)."""
         self.check_input_ids(input_ids)
@@ -55,7 +59,7 @@ class EncoderDecoderModel(LmforgeModel):
         if decoder_input_ids is None:
             if labels is None:
                 raise InputError("give decoder_input_ids or labels to an encoder-decoder model")
-            decoder_input_ids = shift_right(labels, self.decoder_start_id, self.config.pad_token_id or 0)
+            decoder_input_ids = shift_right(labels, self.decoder_start_id, self.config.padding_id)
         past = cache.length if cache is not None else 0
         self.check_input_ids(decoder_input_ids, past, name="decoder_input_ids")
         hidden = self.decoder(self.embed(decoder_input_ids), decoder_attention_mask, context=encoder_hidden_states,

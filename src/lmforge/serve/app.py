@@ -15,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+from ..infer.pipelines import PIPELINES, FeatureExtraction
 from .engine import EncoderJob, Event, GenerationRequest, QueueFull, ShuttingDown
 from .errors import ApiError, bad_field, queue_full, unavailable
 from .metrics import Metrics
@@ -23,7 +24,6 @@ from .relay import Relay, collect, sse_events, usage
 from .protocol import Fields, messages, parse_json, sampling, stream_settings
 
 PLAYGROUND = Path(__file__).with_name("playground.html")
-TEXT2TEXT_KEYS = {"translation": "translation_text", "summarization": "summary_text", "text2text": "generated_text"}
 
 
 class ServerState:
@@ -253,7 +253,7 @@ def build_app(state: ServerState):
     async def embeddings(request: Request):
         fields = Fields(await body_of(request))
         served = state.model(fields.get("model", (str,), None))
-        if "feature-extraction" not in served.pipelines:
+        if FeatureExtraction.task not in served.pipelines:  # the pipeline this route serves
             raise ApiError(400, f"model {served.name!r} does not serve embeddings (feature-extraction); it can "
                            f"serve: {', '.join(served.tasks)}", param="model", code="unsupported_task")
         texts = fields.strings("input")
@@ -289,7 +289,7 @@ def build_app(state: ServerState):
         parameters = fields.get("parameters", (dict,), {})
         single = isinstance(fields.body["inputs"], str)
         if task in ENCODER_TASKS:
-            allowed = {"fill-mask": {"top_k"}, "text-classification": {"top_k"}}.get(task, set())
+            allowed = set(PIPELINES[task].parameters)
             unknown = sorted(set(parameters) - allowed)
             if unknown:
                 raise bad_field(f"parameters.{unknown[0]}", f"unknown parameter {unknown[0]!r} for {task}; "
@@ -304,16 +304,13 @@ def build_app(state: ServerState):
             do_sample = params.get("do_sample", (bool,), False)  # pipelines are greedy unless asked to sample
             prefix = params.get("prefix", (str,), "")
             prompts = [served.encode(prefix + t) for t in inputs]
-            settings = sampling(params, default_max_tokens=served.default_new_tokens(max(len(ids) for ids in prompts), 20 if task == "text-generation" else 64))
+            settings = sampling(params, default_max_tokens=served.default_new_tokens(max(len(ids) for ids in prompts), PIPELINES[task].default_new_tokens))
             if not do_sample:
                 settings.temperature = 0
             for index, ids in enumerate(prompts):
                 served.check_length(ids, settings.max_tokens, f"inputs[{index}]")
             outputs = await collect(request.is_disconnected, submit(served, prompts, settings), len(prompts))
-            if task == "text-generation":
-                results = [{"generated_text": t + o["text"]} for t, o in zip(inputs, outputs)]
-            else:
-                results = [{TEXT2TEXT_KEYS[task]: o["text"].strip()} for o in outputs]
+            results = [PIPELINES[task].result(task, t, o["text"]) for t, o in zip(inputs, outputs)]
         return results[0] if single else results
 
     return app

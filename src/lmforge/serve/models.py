@@ -14,8 +14,8 @@ from .engine import Engine
 from .errors import ApiError, bad_field
 from .metrics import Metrics
 
-GENERATION_TASKS = ("text-generation", "translation", "summarization", "text2text")
-ENCODER_TASKS = ("fill-mask", "text-classification", "token-classification", "feature-extraction")
+GENERATION_TASKS = tuple(task for task, cls in PIPELINES.items() if cls.generates)  # through the batching engine
+ENCODER_TASKS = tuple(task for task, cls in PIPELINES.items() if not cls.generates)  # one pipeline call
 
 
 def servable_tasks(model) -> list[str]:
