@@ -7,7 +7,10 @@ what the ablation in examples/pretrain_ablation.py kept here (its table is in th
     (Geiping & Goldstein 2022, "Cramming");
   * a large peak learning rate (1e-3) reached after 6% of the steps, then linear decay that reaches
     zero exactly at the last step of the budget (Cramming's one-cycle schedule);
-  * masking 30% of the tokens instead of 15% (Wettig et al. 2022).
+  * masking 30% of the tokens instead of 15% (Wettig et al. 2022);
+  * rotary positions (0.8 nats lower masked-LM loss at the same step count in the ablation), batch 16
+    (more steps for the same tokens), and sequence classifiers that read the mean token vector (5 to 17
+    points better after masked-LM pretraining than the untrained first-token pooler).
 `standard` leaves the architecture and the settings as given (BERT's recipe for published sizes).
 
 `small-budget` is the default for small encoders (under SMALL_MODEL parameters outside the embeddings:
@@ -49,7 +52,7 @@ RECIPES = {
                       "attention_dropout": 0.0, "activation_dropout": 0.0, "positions": "rotary",
                       "classifier_pool": "mean"},
         settings={"lr": 1e-3, "schedule": "linear", "min_lr_ratio": 0.0, "weight_decay": 0.01, "beta2": 0.98,
-                  "batch_size": 32},
+                  "batch_size": 16},
         mask_probability=0.3, warmup_fraction=0.06),
     "standard": Recipe(name="standard"),
 }
