@@ -33,16 +33,18 @@ BERT = {"norm_placement": "post", "final_norm": False, "bias": True, "dropout": 
 BERT_SETTINGS = {"lr": 1e-3, "schedule": "cosine", "min_lr_ratio": 0.1, "weight_decay": 0.01, "beta2": 0.98,
 }
 SMALL = RECIPES["small-budget"]
+PRE_NO_BIAS = {k: v for k, v in SMALL.architecture.items() if k not in ("positions", "classifier_pool")}
 # variant -> (architecture changes, settings, mask probability); each row changes one thing from the row it names
 VARIANTS = {
     "bert": (BERT, BERT_SETTINGS, 0.15),  # the demo before this work: post-LN BERT, 15%, cosine to 10%
     "prenorm": ({**BERT, "norm_placement": "pre", "final_norm": True}, BERT_SETTINGS, 0.15),
-    "prenorm-nobias-nodropout": (SMALL.architecture, BERT_SETTINGS, 0.15),
-    "+linear-to-zero": (SMALL.architecture, {**BERT_SETTINGS, "schedule": "linear", "min_lr_ratio": 0.0}, 0.15),
-    "+mask30": (SMALL.architecture, {**BERT_SETTINGS, "schedule": "linear", "min_lr_ratio": 0.0}, 0.30),
-    "+mask40": (SMALL.architecture, {**BERT_SETTINGS, "schedule": "linear", "min_lr_ratio": 0.0}, 0.40),
-    "+mask30-lr2e-3": (SMALL.architecture, {**BERT_SETTINGS, "schedule": "linear", "min_lr_ratio": 0.0, "lr": 2e-3},
+    "prenorm-nobias-nodropout": (PRE_NO_BIAS, BERT_SETTINGS, 0.15),
+    "+linear-to-zero": (PRE_NO_BIAS, {**BERT_SETTINGS, "schedule": "linear", "min_lr_ratio": 0.0}, 0.15),
+    "+mask30": (PRE_NO_BIAS, {**BERT_SETTINGS, "schedule": "linear", "min_lr_ratio": 0.0}, 0.30),
+    "+mask40": (PRE_NO_BIAS, {**BERT_SETTINGS, "schedule": "linear", "min_lr_ratio": 0.0}, 0.40),
+    "+mask30-lr2e-3": (PRE_NO_BIAS, {**BERT_SETTINGS, "schedule": "linear", "min_lr_ratio": 0.0, "lr": 2e-3},
                        0.30),
+    "+rotary-meanpool": (SMALL.architecture, {**BERT_SETTINGS, "schedule": "linear", "min_lr_ratio": 0.0}, 0.30),
     "bert-lr5e-4": (BERT, {**BERT_SETTINGS, "lr": 5e-4}, 0.15),
 }
 

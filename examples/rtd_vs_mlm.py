@@ -25,7 +25,7 @@ import torch
 
 from lmforge import presets
 from lmforge.eval.evaluate import evaluate
-from lmforge.finetune import DataOptions, finetune
+from lmforge.finetune import DataOptions, FinetuneRequest, finetune
 from lmforge.train import TrainSettings
 from lmforge.train.budget import measure_step_seconds
 from lmforge.train.metrics_log import MetricsLog
@@ -81,8 +81,9 @@ def pretrain_arm(objective: str, work: Path, shards_dir: Path, budget: float | N
 def finetune_once(source: dict, seed: int, folder: Path, data: Path) -> float:
     """Test accuracy of one fine-tuning run from `source` with `seed`."""
     options = DataOptions(max_length=128)
-    result = finetune("classify", data / "train.jsonl", data / "valid.jsonl", out=folder, overwrite=True,
-                      settings={**FINETUNE, "seed": seed}, data_options=options, progress=False, **source)
+    request = FinetuneRequest("classify", data / "train.jsonl", data / "valid.jsonl",
+                              settings={**FINETUNE, "seed": seed}, data=options, **source)
+    result = finetune(folder, request, overwrite=True, progress=False)
     return evaluate(result.model_path, data / "test.jsonl", "classify", data_options=options)["accuracy"]
 
 

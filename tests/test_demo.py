@@ -1,4 +1,5 @@
-"""`lmforge demo --quick`, run as a user runs it, and the refusals around its output folder."""
+"""`lmforge demo --quick`, run as a user runs it: the label-efficiency report, its determinism, and the
+refusals around its output folder."""
 
 import json
 import subprocess
@@ -14,24 +15,45 @@ def demo(*args):
                           text=True, timeout=900)
 
 
-def test_quick_demo_writes_a_sane_report(tmp_path):
+def accuracies(summary: dict) -> dict:
+    return {arm["name"]: {size: point["seeds"] for size, point in arm["points"].items()} for arm in summary["arms"]}
+
+
+def test_quick_demo_writes_a_sane_report_and_a_second_run_gives_the_same_accuracies(tmp_path):
     out = tmp_path / "demo"
     result = demo("--quick", "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert [a["name"] for a in summary["arms"]][:2] == ["pretrained here (MLM)", "same architecture, from scratch"]
+    assert [a["name"] for a in summary["arms"]] == ["pretrained here (MLM)", "same architecture, from scratch"]
+    assert summary["sizes"] == [4, 16, 64]
     for arm in summary["arms"]:
-        assert 0.0 <= arm["test_accuracy"] <= 1.0 and arm["wall_s"] > 0 and arm["energy_wh"] > 0
+        for size in ("4", "16", "64"):
+            point = arm["points"][size]
+            assert len(point["seeds"]) == summary["budget"]["seeds"] >= 2
+            assert 0 <= point["min"] <= point["mean"] <= point["max"] <= 1
+        assert arm["wall_s"] > 0 and arm["energy_wh"] > 0
+    versus = summary["comparisons"]["pretrained here vs from scratch"]
+    assert {c["verdict"] for c in versus.values()} <= {"helped", "no clear difference", "hurt"}
+    assert all(0 <= c["p_value"] <= 1 and c["low"] <= c["difference"] <= c["high"] for c in versus.values())
     pretrain = summary["phases"]["pretrain"]
     assert pretrain["steps"] == summary["budget"]["pretrain_steps"] and pretrain["co2_g"] > 0
-    assert pretrain["eval_loss"] < pretrain["curve"][0]["eval_loss"]  # masked-LM loss fell
-    assert summary["verdict"] and "pretraining" in summary["verdict"].lower()
+    assert pretrain["recipe"] == "small-budget" and pretrain["unigram_entropy"] > 0
+    evals = [p["eval_loss"] for p in pretrain["curve"] if p.get("eval_loss") is not None]
+    assert evals[-1] < evals[0]  # masked-LM loss fell
     html = (out / "report.html").read_text()
-    assert "<table>" in html and "pretraining.png" in html and (out / "finetuning.png").stat().st_size > 1000
-    assert "lmforge classify" in result.stdout
+    assert "label_efficiency.png" in html and "<table>" in html and "unigram entropy" in html
+    assert (out / "label_efficiency.png").stat().st_size > 5000 and (out / "pretraining.png").is_file()
+    assert "lmforge classify" in result.stdout and "paired test" in result.stdout
     # a finished demo is not overwritten without --overwrite
     again = demo("--quick", "--out", str(out))
     assert again.returncode == 2 and "--overwrite" in again.stderr
+    # the same numbers twice (times aside)
+    second = demo("--quick", "--out", str(tmp_path / "second"))
+    assert second.returncode == 0, second.stderr[-2000:]
+    repeat = json.loads((tmp_path / "second" / "summary.json").read_text())
+    assert accuracies(repeat) == accuracies(summary)
+    assert repeat["phases"]["pretrain"]["eval_loss"] == pretrain["eval_loss"]
+    assert repeat["comparisons"] == summary["comparisons"]
 
 
 def test_refuses_a_folder_that_is_not_a_demo(tmp_path):
@@ -41,15 +63,21 @@ def test_refuses_a_folder_that_is_not_a_demo(tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
-def test_verdict_calls_a_gap_within_test_set_noise_no_clear_difference():
-    from lmforge.demo.run import chance_difference, verdict
+def test_the_verdict_names_the_paired_result_at_every_size_and_the_loss_against_the_entropy():
+    from lmforge.demo.run import verdict
 
-    def summary(pretrained: float, scratch: float) -> dict:
-        arm = lambda acc: {"name": "arm", "test_accuracy": acc, "valid_accuracy": acc, "wall_s": 1.0}
-        return {"arms": [arm(pretrained), arm(scratch)], "task": {"labels": list("abcdefgh"), "test": 459, "train": 256},
-                "phases": {"pretrain": {"wall_s": 1.0, "energy_wh": 0.1, "co2_g": 0.01}}}
+    def comparison(verdict_word: str, difference: float) -> dict:
+        return {"verdict": verdict_word, "difference": difference, "low": difference - 0.02, "high": difference + 0.02,
+                "confidence": 0.95, "p_value": 0.001}
 
-    assert 0.06 < chance_difference(0.66, 0.68, 459) < 0.065  # two standard errors of the difference
-    assert verdict(summary(0.658, 0.680)).startswith("Pretraining made no clear difference")
-    assert verdict(summary(0.473, 0.680)).startswith("Pretraining did not help here")
-    assert verdict(summary(0.800, 0.680)).startswith("Pretraining helped")
+    summary = {"sizes": [4, 16], "task": {"test": 459},
+               "phases": {"pretrain": {"wall_s": 10.0, "energy_wh": 0.1, "co2_g": 0.01, "eval_loss": 4.9,
+                                       "unigram_entropy": 6.3}},
+               "comparisons": {"pretrained here vs from scratch": {"4": comparison("helped", 0.2),
+                                                                   "16": comparison("helped", 0.1)}}}
+    text = verdict(summary)
+    assert text.startswith("Pretraining helped at every size") and "+20.0 points" in text and "1.40 below" in text
+    summary["comparisons"]["pretrained here vs from scratch"]["16"] = comparison("no clear difference", 0.0)
+    summary["phases"]["pretrain"]["eval_loss"] = 6.1
+    text = verdict(summary)
+    assert text.startswith("Pretraining's effect depends on the size") and "little more than word counts" in text

@@ -1,4 +1,4 @@
-"""`lmforge pretrain`'s small-budget recipe (opt-in), --time-budget, and their bad input."""
+"""`lmforge pretrain`'s recipes (small-budget, the default for small encoders; standard), --time-budget, and their bad input."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 
 import pytest
 
+from lmforge import presets
 from lmforge.cli import main
+from lmforge.train.recipe import default_recipe
 from lmforge.train.budget import minimum_budget, steps_for_budget
 from lmforge.errors import ConfigError
 from lmforge.train.optim import learning_rate
@@ -40,6 +42,16 @@ def test_the_small_budget_recipe_reshapes_the_run_and_standard_keeps_bert(shards
                     "--recipe", "standard") == 0
     run = json.loads((tmp_path / "standard" / "run.json").read_text())
     assert run["model"]["norm_placement"] == "post" and run["objective_options"] == {"probability": 0.15}
+
+
+def test_small_encoders_get_the_small_budget_recipe_by_default_and_the_rest_standard(shards, tmp_path):
+    assert pretrain(shards, tmp_path / "default", "--max-steps", "2", "--warmup-steps", "1") == 0
+    run = json.loads((tmp_path / "default" / "run.json").read_text())
+    assert run["recipe"] == "small-budget" and run["objective_options"] == {"probability": 0.3}
+    assert (run["model"]["positions"], run["model"]["classifier_pool"]) == ("rotary", "mean")
+    assert default_recipe(presets.get("tiny-bert")) == default_recipe(presets.get("tiny-roberta")) == "small-budget"
+    for name in ("bert-base-uncased", "minilm-l6", "tiny-gpt2", "tiny-bart", "tiny-t5"):
+        assert default_recipe(presets.get(name)) == "standard", name  # published sizes, other families
 
 
 def test_time_budget_sizes_the_run_and_resumes_exactly(shards, tmp_path):

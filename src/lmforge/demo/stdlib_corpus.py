@@ -72,11 +72,12 @@ class StdlibTask:
     labels: list[str]
 
 
-def build_task(num_labels: int = 8, train_per_label: int = 32, valid_fraction: float = 0.15,
+def build_task(num_labels: int = 8, train_per_label: int | None = 32, valid_fraction: float = 0.15,
                test_fraction: float = 0.25, root: Path | None = None) -> StdlibTask:
     """Split docstrings by hash into test / valid / pool; the labelled task keeps the `num_labels` most
-    frequent packages and only `train_per_label` training docstrings per package (little labelled data);
-    pretraining uses every pool docstring (of all packages), never a validation or test one."""
+    frequent packages and only `train_per_label` training docstrings per package (little labelled data;
+    None: every pool docstring of those packages); pretraining uses every pool docstring (of all
+    packages), never a validation or test one."""
     docs = stdlib_docstrings(root)
     labels = sorted(p for p, _ in Counter(d.package for d in docs).most_common(num_labels))
     test, valid, pool = [], [], []
@@ -89,7 +90,7 @@ def build_task(num_labels: int = 8, train_per_label: int = 32, valid_fraction: f
             pool.append(doc)
     train, taken = [], Counter()
     for doc in sorted(pool, key=lambda d: d.bucket):
-        if doc.package in labels and taken[doc.package] < train_per_label:
+        if doc.package in labels and (train_per_label is None or taken[doc.package] < train_per_label):
             taken[doc.package] += 1
             train.append((doc.package, doc.text))
 

@@ -53,8 +53,10 @@ class LengthGroupedBatches:
         self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
 
 
-def sorted_batches(examples: Sequence[dict], batch_size: int, pad_id: int) -> Iterator[dict]:
-    """Evaluation batches in order of length (least padding); every example once."""
-    order = np.argsort([len(e["input_ids"]) for e in examples], kind="stable")
+def sorted_batches(examples: Sequence[dict], batch_size: int, pad_id: int, keep_order: bool = False) -> Iterator[dict]:
+    """Evaluation batches in order of length (least padding), or in the examples' order with
+    `keep_order`; every example once."""
+    lengths = [len(e["input_ids"]) for e in examples]
+    order = np.arange(len(examples)) if keep_order else np.argsort(lengths, kind="stable")
     for start in range(0, len(order), batch_size):
         yield collate([examples[i] for i in order[start:start + batch_size]], pad_id)

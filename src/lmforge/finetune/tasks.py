@@ -174,3 +174,25 @@ def subset(data: TaskData, count: int | None, seed: int = 0, option: str = "--ma
         raise ConfigError(f"{option} must be >= 1, got {count}")
     keep = np.sort(np.random.default_rng(seed).choice(len(data.examples), size=count, replace=False))
     return TaskData([data.examples[i] for i in keep], data.labels)
+
+
+def sample_per_label(items: Sequence, label_of: Callable[[object], str], count: int, seed: int = 0,
+                     option: str = "--sizes") -> list:
+    """`count` items of every label (labels in sorted order, items drawn at random, seeded, kept in their
+    order) for label-efficiency studies. A label with fewer than `count` items is a DataError naming it,
+    how many it has, and `option` (the flag that asked for the count)."""
+    if count < 1:
+        raise ConfigError(f"{option} sizes must be >= 1 labelled example per label, got {count}")
+    by_label: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        by_label.setdefault(label_of(item), []).append(index)
+    if not by_label:
+        raise DataError("no labelled examples to draw from; give a non-empty training set")
+    short = {label: len(found) for label, found in by_label.items() if len(found) < count}
+    if short:
+        label, have = min(short.items(), key=lambda pair: pair[1])
+        raise DataError(f"{option} asks for {count} labelled examples per label, but label {label!r} has only "
+                        f"{have}; ask for at most {min(len(f) for f in by_label.values())} per label or give more data")
+    rng = np.random.default_rng(seed)
+    keep = sorted(i for label in sorted(by_label) for i in rng.choice(by_label[label], size=count, replace=False))
+    return [items[i] for i in keep]
