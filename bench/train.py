@@ -14,6 +14,7 @@ CUDA) that first runs `--warmup` untimed steps; then the timed blocks of `--step
 (HF fp32, HF precision, lmforge, HF fp32, ...) `--repeats` times. Ratios are taken per repeat and the
 median is reported. Achieved FLOP/s = (6 N + 12 L T d) per token (PaLM's count: parameters plus
 attention scores) times tokens/s, against the peak of a large matmul in that precision measured here.
+On a CPU the ratios are also given per CPU-second of each side (robust to other load at --threads 1).
 Runs unchanged on CUDA (--device cuda; MFU then against the GPU's measured peak).
 """
 
@@ -92,6 +93,7 @@ class Blocks:
     def __init__(self, batches: torch.Tensor, warmup: int, steps: int, device: torch.device):
         self.batches, self.warmup, self.steps, self.device = batches, warmup, steps, device
         self.started: float | None = None
+        self.cpu_started = 0.0
         self.losses: list[float] = []
 
     def boundary(self, index: int) -> None:
@@ -102,12 +104,12 @@ class Blocks:
             self.report()
         print(json.dumps({"ready": True}), flush=True)
         sys.stdin.readline()  # the parent's "go"
-        self.started = time.perf_counter()
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
 
     def report(self) -> None:
         synchronize(self.device)
         seconds = time.perf_counter() - self.started
-        print(json.dumps({"seconds": seconds, "loss": statistics.fmean(self.losses[-self.steps:]),
+        print(json.dumps({"seconds": seconds, "cpu_seconds": time.process_time() - self.cpu_started, "loss": statistics.fmean(self.losses[-self.steps:]),
                           "peak_mb": peak_memory_mb(self.device)}), flush=True)
 
 
@@ -232,10 +234,13 @@ def main() -> None:
         return
     device = torch.device(args.device)
     sides = ["hf:fp32"] + ([f"hf:{args.precision}"] if args.precision != "fp32" else []) + [f"lmforge:{args.precision}"]
+    peaks = {name: matmul_peak(device, dtype) for name, dtype in DTYPES.items()}
+    if peaks[args.precision] < peaks["fp32"]:
+        print(f"note: {args.precision} matmuls run at {peaks[args.precision] / 1e9:,.1f} GFLOP/s here, slower than "
+              f"fp32 ({peaks['fp32'] / 1e9:,.1f}): this device emulates {args.precision}, expect a slow run", flush=True)
     with tempfile.TemporaryDirectory() as model_dir:
         params = save_initial_model(args, model_dir)
         results = interleave(args, sides, model_dir)
-    peaks = {name: matmul_peak(device, dtype) for name, dtype in DTYPES.items()}
     report(args, params, results, peaks, device)
 
 
@@ -259,10 +264,15 @@ def report(args, params: int, results: dict[str, list[dict]], peaks: dict[str, f
               f"{blocks[-1]['loss']:.4f} | {max(b['peak_mb'] for b in blocks):,.0f} |")
     ours = f"lmforge:{args.precision}"
     print()
+    per_cpu_second = {side: [tokens / block["cpu_seconds"] for block in blocks] for side, blocks in results.items()}
     for reference in dict.fromkeys([f"hf:{args.precision}", "hf:fp32"]):
-        ratios = [a / b for a, b in zip(speed[ours], speed[reference])]
-        print(f"{ours} / {reference} tokens/s: median {statistics.median(ratios):.2f}x "
-              f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)})")
+        for what, values in (("tokens/s", speed), ("tokens per CPU-second", per_cpu_second)):
+            ratios = [a / b for a, b in zip(values[ours], values[reference])]
+            print(f"{ours} / {reference} {what}: median {statistics.median(ratios):.2f}x "
+                  f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)})")
+    if device.type == "cpu":
+        print("(tokens per CPU-second: each side's process CPU time, less distorted than wall time on a loaded "
+              "machine when --threads 1)")
 
 
 if __name__ == "__main__":
