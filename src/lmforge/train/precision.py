@@ -48,7 +48,8 @@ class WorkingCopy:
     buffers take the working dtype as `module.to(dtype)` gives them."""
 
     def __init__(self, master: nn.Module, dtype: torch.dtype):
-        self.module = copy.deepcopy(master).to(dtype)
+        shared = getattr(master, "tokenizer", None)  # not copied: the copy only computes
+        self.module = copy.deepcopy(master, {id(shared): shared} if shared is not None else None).to(dtype)
         pairs = zip(master.parameters(), self.module.parameters())  # same order: the same module tree
         self.trained = [(main, work) for main, work in pairs if main.requires_grad]
 
