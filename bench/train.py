@@ -1,13 +1,21 @@
-"""Training throughput and peak memory: lmforge's Trainer vs a plain Hugging Face transformers loop.
+"""Training throughput against Hugging Face transformers and against the machine's measured matmul peak.
 
-    python bench/train.py [--steps 8] [--layers 6] [--width 384] [--seq-len 256] [--batch 8]
+    python bench/train.py [--precision fp32|bf16] [--size small|gpt2] [--threads N] [--repeats 5] [--steps 2]
 
-Both train the same GPT-2 shape (HF GPT2LMHeadModel with its default SDPA attention; lmforge's
-gpt2 preset resized) in float32, with dropout 0.1, AdamW (foreach), clipping at 1.0, on the same
-batches of tinyshakespeare tokenized with the GPT-2 vocabulary (random tokens if ../shared/data is
-absent). Each side runs in its own subprocess so peak memory (ru_maxrss on CPU, max allocated on
-CUDA) is its own. Achieved FLOP/s = 6 * parameters * tokens/s, shown as a fraction of this machine's
-measured float32 matmul peak. Prints a table and the lmforge/HF ratio.
+Sides: HF GPT2LMHeadModel with a plain loop in float32 (the reference), HF in the chosen precision
+(bf16: per-op autocast, what HF's Trainer does with bf16=True) and lmforge's Trainer in that precision
+(bf16: fp32 master weights, a bf16 working copy). All start from the SAME weights (the HF model is saved
+once and lmforge loads that folder) and train on the same batches of tinyshakespeare with the GPT-2 BPE
+(ids folded into the vocabulary of the size; random ids when ../shared/data is absent), with dropout 0.1,
+AdamW, clipping at 1.0, so their losses are comparable.
+
+Each side is its own long-lived subprocess (its own peak memory: ru_maxrss on CPU, max allocated on
+CUDA) that first runs `--warmup` untimed steps; then the timed blocks of `--steps` steps are interleaved
+(HF fp32, HF precision, lmforge, HF fp32, ...) `--repeats` times. Ratios are taken per repeat and the
+median is reported. Achieved FLOP/s = (6 N + 12 L T d) per token (PaLM's count: parameters plus
+attention scores) times tokens/s, against the peak of a large matmul in that precision measured here.
+On a CPU the ratios are also given per CPU-second of each side (robust to other load at --threads 1).
+Runs unchanged on CUDA (--device cuda; MFU then against the GPU's measured peak).
 """
 
 from __future__ import annotations
@@ -15,30 +23,41 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SIZES = {  # layers, width, vocabulary, sequence length, batch
+    "small": dict(layers=6, width=384, vocab=8192, seq_len=256, batch=8),
+    "gpt2": dict(layers=12, width=768, vocab=50257, seq_len=256, batch=8),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def token_batches(steps: int, batch: int, seq_len: int, vocab: int) -> torch.Tensor:
-    """(steps, batch, seq_len) token ids from tinyshakespeare with the GPT-2 BPE, or random ids."""
-    needed = steps * batch * seq_len
+def token_batches(count: int, batch: int, seq_len: int, vocab: int) -> torch.Tensor:
+    """(count, batch, seq_len) token ids of tinyshakespeare with the GPT-2 BPE (mod vocab), or random ids."""
+    needed = count * batch * seq_len
     text_file, vocab_file = DATA / "pretrain" / "tinyshakespeare.txt", DATA / "tokenizers" / "gpt2-vocab.json"
-    if text_file.is_file() and vocab_file.is_file():
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    if not (text_file.is_file() and vocab_file.is_file()):
+        return torch.randint(0, vocab, (count, batch, seq_len), generator=torch.Generator().manual_seed(0))
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
-        tokenizer = Tokenizer(models.BPE.from_file(str(vocab_file), str(DATA / "tokenizers" / "gpt2-merges.txt")))
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tokenizer.decoder = decoders.ByteLevel()
-        ids = tokenizer.encode(text_file.read_text(encoding="utf-8")).ids
-        ids = (ids * (needed // len(ids) + 1))[:needed]
-        return torch.tensor(ids).view(steps, batch, seq_len)
-    return torch.randint(0, vocab, (steps, batch, seq_len), generator=torch.Generator().manual_seed(0))
+    tokenizer = Tokenizer(models.BPE.from_file(str(vocab_file), str(DATA / "tokenizers" / "gpt2-merges.txt")))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    ids = tokenizer.encode(text_file.read_text(encoding="utf-8")).ids
+    ids = (ids * (needed // len(ids) + 1))[:needed]
+    return (torch.tensor(ids) % vocab).view(count, batch, seq_len)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -47,112 +66,213 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def run_lmforge(args, batches: torch.Tensor, device: torch.device) -> dict:
-    from lmforge import build_model, presets
+def matmul_peak(device: torch.device, dtype: torch.dtype, budget_s: float = 0.3) -> float:
+    """FLOP/s of the largest square matmul (up to 4096, 8192 on CUDA) that runs within `budget_s`, best of 3."""
+    limit = 8192 if device.type == "cuda" else 4096
+    size, best = 256, 0.0
+    while True:
+        a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+        a @ b  # first call: allocation and kernel selection
+        seconds = []
+        for _ in range(3):
+            synchronize(device)
+            start = time.perf_counter()
+            a @ b
+            synchronize(device)
+            seconds.append(time.perf_counter() - start)
+        best = max(best, 2 * size**3 / min(seconds))
+        if size >= limit or min(seconds) * 8 > budget_s:
+            return best
+        size *= 2
+
+
+# ---- the sides (each in its own process) -------------------------------------------------------
+class Blocks:
+    """Feeds batches and, at each block boundary, reports the block just timed and waits for "go" on stdin."""
+
+    def __init__(self, batches: torch.Tensor, warmup: int, steps: int, device: torch.device):
+        self.batches, self.warmup, self.steps, self.device = batches, warmup, steps, device
+        self.started: float | None = None
+        self.cpu_started = 0.0
+        self.losses: list[float] = []
+
+    def boundary(self, index: int) -> None:
+        if index < self.warmup or (index - self.warmup) % self.steps:
+            return
+        synchronize(self.device)
+        if self.started is not None:
+            self.report()
+        print(json.dumps({"ready": True}), flush=True)
+        sys.stdin.readline()  # the parent's "go"
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
+
+    def report(self) -> None:
+        synchronize(self.device)
+        seconds = time.perf_counter() - self.started
+        print(json.dumps({"seconds": seconds, "cpu_seconds": time.process_time() - self.cpu_started, "loss": statistics.fmean(self.losses[-self.steps:]),
+                          "peak_mb": peak_memory_mb(self.device)}), flush=True)
+
+
+def run_lmforge(args, model_dir: str, blocks: Blocks, device: torch.device) -> None:
+    import lmforge
     from lmforge.train import Distributed, Trainer, TrainSettings
 
-    config = presets.get("gpt2").replace(n_layers=args.layers, d_model=args.width, n_heads=args.width // 64,
-                                         d_ff=4 * args.width, max_positions=args.seq_len)
-    model = build_model(config)
-    settings = TrainSettings(max_steps=args.warmup + args.steps, batch_size=args.batch, seq_len=args.seq_len,
-                             warmup_steps=0, lr=1e-4, weight_decay=0.0, log_every=0, eval_every=0, save_every=0,
-                             clip_norm=1.0, compile=args.compile)
+    model = lmforge.load(model_dir)
+    settings = TrainSettings(max_steps=len(blocks.batches), batch_size=args.batch, seq_len=args.seq_len,
+                             warmup_steps=0, lr=args.lr, schedule="constant", weight_decay=0.0, log_every=1,
+                             eval_every=0, save_every=0, clip_norm=1.0, precision=args.precision,
+                             compile=args.compile)
 
-    class Timed:  # yields the batches and records when the timed steps start
-        def __init__(self, *_):
-            self.started = None
+    def source(*_):
+        for index, ids in enumerate(blocks.batches):
+            blocks.boundary(index)
+            yield {"input_ids": ids, "labels": ids}
 
-        def __iter__(self):
-            for index, ids in enumerate(batches):
-                if index == args.warmup:
-                    self.started = time.perf_counter()
-                yield {"input_ids": ids, "labels": ids}
+    def record_loss(model, batch):
+        loss = model(**batch).loss
+        blocks.losses.append(float(loss.detach()))
+        return loss
 
-    trainer = Trainer(model, settings, Timed, dist=Distributed(device=device), progress=False)
-    trainer.fit()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - trainer.source.started
-    return {"seconds": seconds, "params": trainer.n_params}
+    Trainer(model, settings, source, loss_fn=record_loss, dist=Distributed(device=device), progress=False).fit()
+    blocks.report()
 
 
-def run_hf(args, batches: torch.Tensor, device: torch.device) -> dict:
-    from transformers import GPT2Config, GPT2LMHeadModel
+def run_hf(args, model_dir: str, blocks: Blocks, device: torch.device, precision: str) -> None:
+    from transformers import GPT2LMHeadModel
 
-    config = GPT2Config(n_layer=args.layers, n_embd=args.width, n_head=args.width // 64, n_positions=args.seq_len)
-    model = GPT2LMHeadModel(config).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, foreach=True)
-    started = None
-    for index, ids in enumerate(batches):
-        if index == args.warmup:
-            started = time.perf_counter()
+    model = GPT2LMHeadModel.from_pretrained(model_dir).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, foreach=True)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    for index, ids in enumerate(blocks.batches):
+        blocks.boundary(index)
         ids = ids.to(device)
-        model(input_ids=ids, labels=ids).loss.backward()
+        with autocast:
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        blocks.losses.append(float(loss.detach()))
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return {"seconds": time.perf_counter() - started, "params": sum(p.numel() for p in model.parameters())}
-
-
-def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
-    """Measured float32 matmul FLOP/s (best of `repeats`)."""
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    blocks.report()
 
 
 def child(args) -> None:
     device = torch.device(args.device)
+    side, precision = args.child.split(":")
+    batches = token_batches(args.warmup + args.repeats * args.steps, args.batch, args.seq_len, args.vocab)
+    blocks = Blocks(batches, args.warmup, args.steps, device)
+    if side == "lmforge":
+        run_lmforge(args, args.model_dir, blocks, device)
+    else:
+        run_hf(args, args.model_dir, blocks, device, precision)
+
+
+# ---- the parent: interleave, then report -------------------------------------------------------
+def save_initial_model(args, folder: str) -> int:
+    """The shared starting point: a seeded HF GPT-2 of the chosen shape; returns its parameter count."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     torch.manual_seed(0)
-    batches = token_batches(args.warmup + args.steps, args.batch, args.seq_len, 50257)
-    result = (run_lmforge if args.child == "lmforge" else run_hf)(args, batches, device)
-    result["tokens"] = args.steps * args.batch * args.seq_len
-    result["peak_mb"] = peak_memory_mb(device)
-    print(json.dumps(result))
+    config = GPT2Config(n_layer=args.layers, n_embd=args.width, n_head=args.width // 64, vocab_size=args.vocab,
+                        n_positions=args.seq_len, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config)
+    model.save_pretrained(folder)
+    return sum(p.numel() for p in model.parameters())
+
+
+def interleave(args, sides: list[str], model_dir: str) -> dict[str, list[dict]]:
+    """Start every side, then run their timed blocks in turn; returns each side's block results."""
+    base = [sys.executable, __file__, *sys.argv[1:], "--model-dir", model_dir]
+    procs = {side: subprocess.Popen(base + ["--child", side], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    text=True) for side in sides}
+
+    def message(side: str) -> dict:
+        line = procs[side].stdout.readline()
+        if not line:
+            raise SystemExit(f"the {side} side stopped (exit code {procs[side].wait()})")
+        return json.loads(line)
+
+    for side in sides:
+        message(side)  # warm-up done, waiting
+    results: dict[str, list[dict]] = {side: [] for side in sides}
+    for _ in range(args.repeats):
+        for side in sides:
+            procs[side].stdin.write("go\n")
+            procs[side].stdin.flush()
+            results[side].append(message(side))
+            if len(results[side]) < args.repeats:
+                message(side)  # ready for the next block
+    for proc in procs.values():
+        proc.stdin.close()
+        proc.wait()
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=8, help="timed steps")
+    parser.add_argument("--precision", choices=tuple(DTYPES), default="fp32")
+    parser.add_argument("--size", choices=tuple(SIZES), default="small")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per side (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timed blocks per side")
+    parser.add_argument("--steps", type=int, default=2, help="optimizer steps per timed block")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--width", type=int, default=384)
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile the lmforge model (HF stays eager)")
-    parser.add_argument("--child", choices=["lmforge", "hf"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    shape = SIZES[args.size]
+    args.layers, args.width, args.vocab = shape["layers"], shape["width"], shape["vocab"]
+    args.seq_len, args.batch = args.seq_len or shape["seq_len"], args.batch or shape["batch"]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         child(args)
         return
-    results = {}
-    for name in ("hf", "lmforge"):
-        command = [sys.executable, __file__, "--child", name] + sys.argv[1:]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        results[name] = json.loads(output.strip().splitlines()[-1])
-    peak = matmul_peak(torch.device(args.device))
-    print(f"GPT-2 shape: {args.layers} layers, {args.width} wide, {args.seq_len} tokens, batch {args.batch}, "
-          f"float32, {args.device} ({torch.get_num_threads()} threads); matmul peak {peak / 1e9:.1f} GFLOP/s")
-    print(f"{'':10} {'params':>12} {'tokens/s':>10} {'peak MB':>9} {'GFLOP/s':>9} {'of peak':>8}")
-    for name, r in results.items():
-        speed = r["tokens"] / r["seconds"]
-        flops = 6 * r["params"] * speed
-        print(f"{name:10} {r['params']:>12,} {speed:>10,.0f} {r['peak_mb']:>9,.0f} {flops / 1e9:>9.1f} "
-              f"{flops / peak:>8.1%}")
-    ratio = (results["lmforge"]["tokens"] / results["lmforge"]["seconds"]) / (results["hf"]["tokens"] / results["hf"]["seconds"])
-    print(f"lmforge / HF tokens/s: {ratio:.2f}x; peak memory ratio: "
-          f"{results['lmforge']['peak_mb'] / results['hf']['peak_mb']:.2f}")
+    device = torch.device(args.device)
+    sides = ["hf:fp32"] + ([f"hf:{args.precision}"] if args.precision != "fp32" else []) + [f"lmforge:{args.precision}"]
+    peaks = {name: matmul_peak(device, dtype) for name, dtype in DTYPES.items()}
+    if peaks[args.precision] < peaks["fp32"]:
+        print(f"note: {args.precision} matmuls run at {peaks[args.precision] / 1e9:,.1f} GFLOP/s here, slower than "
+              f"fp32 ({peaks['fp32'] / 1e9:,.1f}): this device emulates {args.precision}, expect a slow run", flush=True)
+    with tempfile.TemporaryDirectory() as model_dir:
+        params = save_initial_model(args, model_dir)
+        results = interleave(args, sides, model_dir)
+    report(args, params, results, peaks, device)
+
+
+def report(args, params: int, results: dict[str, list[dict]], peaks: dict[str, float], device: torch.device) -> None:
+    tokens = args.steps * args.batch * args.seq_len
+    flops_per_token = 6 * params + 12 * args.layers * args.seq_len * args.width
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"cpu, {torch.get_num_threads()} thread(s)")
+    print(f"GPT-2 {args.size}: {args.layers} layers x {args.width}, vocab {args.vocab}, {params / 1e6:.1f}M parameters, "
+          f"T={args.seq_len}, batch {args.batch}; {where}; {args.repeats} interleaved blocks of {args.steps} steps "
+          f"after {args.warmup} warm-up steps")
+    print("measured matmul peak: " + ", ".join(f"{name} {peak / 1e9:,.1f} GFLOP/s" for name, peak in peaks.items()))
+    print()
+    print("| side | tokens/s (median) | GFLOP/s | of its precision's peak | mean loss, last block | peak MB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    speed = {side: [tokens / block["seconds"] for block in blocks] for side, blocks in results.items()}
+    for side, blocks in results.items():
+        median = statistics.median(speed[side])
+        flops = flops_per_token * median
+        print(f"| {side} | {median:,.0f} | {flops / 1e9:,.1f} | {flops / peaks[side.split(':')[1]]:.1%} | "
+              f"{blocks[-1]['loss']:.4f} | {max(b['peak_mb'] for b in blocks):,.0f} |")
+    ours = f"lmforge:{args.precision}"
+    print()
+    per_cpu_second = {side: [tokens / block["cpu_seconds"] for block in blocks] for side, blocks in results.items()}
+    for reference in dict.fromkeys([f"hf:{args.precision}", "hf:fp32"]):
+        for what, values in (("tokens/s", speed), ("tokens per CPU-second", per_cpu_second)):
+            ratios = [a / b for a, b in zip(values[ours], values[reference])]
+            print(f"{ours} / {reference} {what}: median {statistics.median(ratios):.2f}x "
+                  f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)})")
+    if device.type == "cpu":
+        print("(tokens per CPU-second: each side's process CPU time, less distorted than wall time on a loaded "
+              "machine when --threads 1)")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,13 @@ def test_classifier_learns_keeps_the_best_checkpoint_and_its_label_map(files, en
     assert result.wall_s > 0 and result.energy_kwh > 0
 
 
+def test_classifier_learns_in_bf16_with_fp32_master_weights(files, encoder_checkpoint, tmp_path):
+    result = finetune("classify", files["train"], files["valid"], checkpoint=encoder_checkpoint, out=tmp_path / "run",
+                      settings={**QUICK, "max_steps": 80, "eval_every": 40, "precision": "bf16"}, progress=False)
+    assert result.metrics["accuracy"] >= 0.9
+    assert lmforge.load(result.model_path).dtype == torch.float32
+
+
 def test_max_train_examples_and_early_stopping(files, encoder_checkpoint, tmp_path):
     # A learning rate too small to change any prediction: accuracy cannot improve after the first evaluation.
     settings = {**QUICK, "lr": 1e-9, "eval_every": 2, "max_steps": 40}

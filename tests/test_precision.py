@@ -28,9 +28,9 @@ def losses(folder) -> list[float]:
             if '"loss"' in line]
 
 
-def fit(tmp_path, name: str, **changes):
+def fit(tmp_path, name: str, dropout: float = 0.0, **changes):
     rows = patterned_rows()
-    trainer = Trainer(tiny_gpt(), settings(**changes), token_factory(rows), lambda: token_factory(rows[:16])(8, 0, 1),
+    trainer = Trainer(tiny_gpt(dropout=dropout), settings(**changes), token_factory(rows), lambda: token_factory(rows[:16])(8, 0, 1),
                       out_dir=tmp_path / name, progress=False)
     trainer.fit()
     return trainer, losses(tmp_path / name)
@@ -45,6 +45,44 @@ def test_bf16_autocast_training_learns_like_fp32_and_keeps_fp32_weights(tmp_path
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32
     saved = load(tmp_path / "bf16" / "final")
     assert saved.dtype == torch.float32
+
+
+def test_bf16_runs_on_a_bf16_working_copy_of_the_fp32_master_weights(tmp_path):
+    trainer, _ = fit(tmp_path, "bf16", precision="bf16", max_steps=6, dropout=0.1)
+    work = trainer.working.module
+    assert {p.dtype for p in work.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+    for (name, main), (_, copy) in zip(trainer.model.named_parameters(), work.named_parameters()):
+        assert copy.equal(main.detach().to(torch.bfloat16)), name  # refreshed after the last step
+        assert copy.grad is None and main.grad is None
+
+
+def test_bf16_resume_is_bitwise_identical(tmp_path):
+    rows = patterned_rows()
+
+    def trainer(name: str, steps: int) -> Trainer:
+        return Trainer(tiny_gpt(dropout=0.1), settings(precision="bf16", max_steps=steps, schedule="constant",
+                                                       save_every=4, eval_every=0, log_every=1),
+                       token_factory(rows), out_dir=tmp_path / name, progress=False)
+
+    straight = trainer("straight", 8)
+    straight.fit()
+    trainer("broken", 4).fit()
+    resumed = trainer("broken", 8)
+    resumed.fit(resume=True)
+    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        assert a.equal(b), name
+    assert losses(tmp_path / "straight") == losses(tmp_path / "broken")
+
+
+def test_frozen_weights_are_cast_once_and_get_no_master_gradient():
+    model = tiny_gpt()
+    model.embed.weight.requires_grad_(False)
+    trainer = Trainer(model, settings(precision="bf16", max_steps=3), token_factory(patterned_rows()), progress=False)
+    trainer.fit()
+    assert model.embed.weight.grad is None
+    assert all(main.requires_grad for main, _ in trainer.working.trained)
+    assert len(trainer.working.trained) == sum(1 for p in model.parameters() if p.requires_grad)
 
 
 def test_fp16_on_cpu_is_refused_with_the_alternative():

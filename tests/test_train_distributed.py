@@ -37,14 +37,14 @@ class StopAfter(Callback):
 
 
 def train_rank(rank: int, world: int, port: int, fsdp: bool, out: str, stop_after: int = 0,
-               resume: bool = False) -> None:
+               resume: bool = False, precision: str = "fp32") -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         rows = patterned_rows()
-        trainer = Trainer(tiny_gpt(bias=False), TrainSettings(**SETTINGS), token_factory(rows),
+        trainer = Trainer(tiny_gpt(bias=False), TrainSettings(**SETTINGS, precision=precision), token_factory(rows),
                           lambda: token_factory(rows[:8])(4, 0, 1), out_dir=out, dist=Distributed.from_env("cpu"),
                           fsdp=fsdp, progress=False, callbacks=[StopAfter(stop_after)] if stop_after else [])
         trainer.fit(resume=resume)
@@ -52,9 +52,9 @@ def train_rank(rank: int, world: int, port: int, fsdp: bool, out: str, stop_afte
         dist.destroy_process_group()
 
 
-def single_process(out) -> Trainer:
+def single_process(out, precision: str = "fp32") -> Trainer:
     rows = patterned_rows()
-    trainer = Trainer(tiny_gpt(bias=False), TrainSettings(**SETTINGS), token_factory(rows),
+    trainer = Trainer(tiny_gpt(bias=False), TrainSettings(**SETTINGS, precision=precision), token_factory(rows),
                       lambda: token_factory(rows[:8])(4, 0, 1), out_dir=out, progress=False)
     trainer.fit()
     return trainer
@@ -98,3 +98,17 @@ def test_two_process_run_stopped_and_resumed_equals_the_uninterrupted_run(tmp_pa
     worst = max(float((whole[k] - split[k]).abs().max()) for k in whole)
     assert worst == 0.0, worst
     assert losses(tmp_path / "split") == losses(tmp_path / "whole")
+
+
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_processes_train_in_bf16_like_one(tmp_path, fsdp):
+    """DDP all-reduces the bf16 working copy's gradients (FSDP keeps per-op autocast): the run follows the
+    single-process bf16 run to bf16 rounding, and the saved master weights are float32."""
+    single_process(tmp_path / "one", precision="bf16")
+    mp.spawn(train_rank, args=(2, free_port(), fsdp, str(tmp_path / "two"), 0, False, "bf16"), nprocs=2, join=True)
+    two, one = final_weights(tmp_path / "two"), final_weights(tmp_path / "one")
+    assert {t.dtype for t in two.values()} == {torch.float32}
+    worst = max(float((two[k] - one[k]).abs().max()) for k in one)
+    print(f"largest weight difference {worst:.2e}; losses {losses(tmp_path / 'two')} vs {losses(tmp_path / 'one')}")
+    assert worst <= 2e-2, worst
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=2e-2)

@@ -14,7 +14,8 @@ SETTING_HELP = {
     "max_steps": "optimizer steps", "batch_size": "sequences per optimizer step, over all processes",
     "grad_accum": "micro-steps per optimizer step", "seq_len": "tokens per sequence (default min(256, max_positions))",
     "lr": "peak learning rate", "warmup_steps": "linear warmup steps", "schedule": "cosine | linear | constant",
-    "precision": "fp32 | bf16 (CPU/CUDA autocast) | fp16 (CUDA, with a gradient scaler)",
+    "precision": "fp32 | bf16 (fp32 master weights, bf16 compute; fast on CUDA and CPUs with AVX512-BF16/AMX) | "
+                 "fp16 (CUDA, with a gradient scaler)",
     "compile": "torch.compile the model", "skip_nonfinite": "skip steps whose loss or gradient is not finite",
     "eval_every": "evaluate every N steps (0: at the end)", "save_every": "checkpoint every N steps (0: at the end)",
     "best_metric": "metric that selects checkpoints/best",

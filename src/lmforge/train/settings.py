@@ -67,6 +67,8 @@ class TrainSettings:
         need(self.adam_eps > 0, f"adam_eps must be positive, got {self.adam_eps}")
         need(self.clip_norm is None or self.clip_norm >= 0, f"clip_norm must be >= 0 or null, got {self.clip_norm}")
         need(self.schedule in SCHEDULES, f"schedule={self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        need(self.precision != "int8", "precision int8 is a weight format for inference only (load a trained "
+             "checkpoint with dtype int8); train with --precision fp32 or bf16")
         need(self.precision in PRECISIONS, f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         need(self.best_mode in MODES, f"best_mode={self.best_mode!r} is not one of {', '.join(MODES)}")
         need(self.warmup_steps <= self.max_steps,

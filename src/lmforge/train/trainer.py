@@ -43,6 +43,7 @@ from .distributed import Distributed
 from .metrics_log import MetricsLog
 from .result import RunCard, TrainResult, checkpoint_card, training_card
 from .optim import build_optimizer, learning_rate, set_learning_rate
+from .precision import WorkingCopy, check_precision
 from .settings import TrainSettings
 from .model_shards import ModelShards
 from .state import join_optimizer_state, read_auxiliary_weights, read_training_state, rng_state, set_rng_state, \
@@ -84,13 +85,16 @@ class Trainer:
         self.settings = settings.validate()
         self.dist = dist or Distributed()
         self.micro_batch = settings.micro_batch_size(self.dist.world_size)
-        if settings.precision == "fp16" and self.dist.device.type != "cuda":
-            raise ConfigError("precision fp16 needs a CUDA GPU (it uses a gradient scaler); use bf16 or fp32 on CPU")
+        check_precision(settings.precision, self.dist.device)
         if fsdp and hasattr(model, "saved_model"):
             raise ConfigError("FSDP cannot shard a training wrapper with training-only parts (an RTD generator); "
                               "drop --fsdp (data parallel training works)")
-        self.model = model.to(self.dist.device)
-        self.wrapped = self.dist.wrap(self.model, fsdp)
+        self.model = model.to(self.dist.device)  # the master weights: float32 whatever the precision
+        # bf16 runs forward/backward on a bf16 copy (sharded FSDP runs keep per-op autocast instead)
+        sharded = fsdp and self.dist.enabled
+        self.working = WorkingCopy(self.model, torch.bfloat16) \
+            if settings.precision == "bf16" and not sharded else None
+        self.wrapped = self.dist.wrap(self.working.module if self.working else self.model, fsdp)
         self.shards = ModelShards(self.model, self.wrapped, fsdp and self.dist.enabled)
         self.forward_model = torch.compile(self.wrapped) if settings.compile else self.wrapped
         self.optimizer = build_optimizer(self.model, settings)
@@ -135,6 +139,8 @@ class Trainer:
             self.resume()
         else:
             seed_everything(self.settings.seed * 1000 + self.dist.rank)
+        if self.working is not None:
+            self.working.refresh()  # the master weights may have changed since the copy was made
         self.energy.start()
         started = time.perf_counter()
         self.segment_start = started
@@ -202,6 +208,8 @@ class Trainer:
                 loss_sum += loss.detach().float()
                 for name, value in micro_parts.items():
                     parts[name] = parts.get(name, 0.0) + value / s.grad_accum
+            if self.working is not None:
+                self.working.gradients_to_master()
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             grad_norm = self.shards.clip_grad_norm(s.clip_norm or math.inf)
@@ -221,6 +229,8 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+            if self.working is not None:
+                self.working.refresh()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_value, grad_norm, int(total_tokens)
 
