@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from ..errors import InputError
 from ..infer.options import GenerationOptions
 from ..infer.pipelines import pipeline
+from ..models.weight_formats import WEIGHT_DTYPES
 
 
 def add_common(parser, batch_size: int = 8) -> None:
@@ -23,6 +24,14 @@ def add_common(parser, batch_size: int = 8) -> None:
                         help="fail on inputs longer than the model accepts instead of truncating them")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"inputs per batch (default {batch_size})")
     parser.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder (lmforge or PEFT) for MODEL")
+    add_dtype_flag(parser)
+
+
+def add_dtype_flag(parser) -> None:
+    """--dtype: the weight format MODEL is loaded in (`lmforge.models.weight_formats.WEIGHT_DTYPES`)."""
+    parser.add_argument("--dtype", default=None, metavar="DTYPE",
+                        help=f"weights for inference: {' | '.join(WEIGHT_DTYPES)} (default fp32; int8 is weight-only "
+                             "per-channel, quantized on load; fp16 needs CUDA)")
 
 
 def add_generation_flags(parser, max_new_tokens: int) -> None:
@@ -70,7 +79,7 @@ def read_texts(args) -> list[str]:
 
 def make_pipeline(task: str, args, **kwargs):
     return pipeline(task, model=args.model, truncation=not args.no_truncate, batch_size=args.batch_size,
-                    adapter=args.adapter, **kwargs)
+                    adapter=args.adapter, dtype=args.dtype, **kwargs)
 
 
 def print_json(record: dict) -> None:

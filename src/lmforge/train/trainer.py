@@ -30,6 +30,8 @@ from ..checkpoint.atomic import write_text
 from ..checkpoint.io import WEIGHTS_FILE, load_weights, read_safetensors
 from ..errors import CheckpointError, ConfigError, LmforgeError, TrainingInterrupted
 from ..labels import IGNORE_INDEX
+from ..models.weight_formats import INFERENCE_ONLY
+from ..nn.quantized import has_int8_weights
 from ..seeding import seed_everything
 from .callbacks import BestCheckpoint, Callback
 from .carbon import EnergyMeter
@@ -73,6 +75,9 @@ class Trainer:
         self.settings = settings.validate()
         self.dist = dist or Distributed()
         self.micro_batch = settings.micro_batch_size(self.dist.world_size)
+        if has_int8_weights(model):
+            raise ConfigError(f"{INFERENCE_ONLY}: this model holds int8 weights and cannot be trained; "
+                              "load the checkpoint without dtype='int8' (or --dtype) to train it")
         if settings.precision == "fp16" and self.dist.device.type != "cuda":
             raise ConfigError("precision fp16 needs a CUDA GPU (it uses a gradient scaler); use bf16 or fp32 on CPU")
         self.model = model.to(self.dist.device)
