@@ -121,7 +121,7 @@ class LMHead(Head):
         """The (d, V) copy of the output matrix when decoding `batch` rows here gains from it (see
         `cpu_decoding`); kept between generations and remade when the matrix changes."""
         matrix = self.output_matrix(embedding)
-        if self.quantized is not None or not cpu_decoding.wants_transposed_copy(batch, matrix.device):
+        if self.quantized is not None or not cpu_decoding.wants_transposed_copy(batch, matrix.device, matrix.dtype):
             return None
         return self._transposed.of(matrix)
 
