@@ -17,6 +17,7 @@ from torch import nn
 
 MAX_PACKED_ROWS = 8  # above this many rows, dequantize + one GEMM beats the row-wise int8 kernel on the CPU
 PACKED_KERNEL = getattr(torch.ops.aten, "_weight_int8pack_mm", None)
+PACKED_K_MULTIPLE = 16  # torch 2.13's CPU kernel reads out of bounds (wrong results, crashes) for other widths
 
 
 def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,10 +32,11 @@ def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """x (..., K) @ (q * scale[:, None])^T -> (..., N) in x's dtype, with the fastest product for the
-    number of rows and the device."""
+    number of rows, the device and the width (see PACKED_K_MULTIPLE)."""
     rows = x.shape[:-1].numel()
     flat = x.reshape(rows, x.shape[-1])  # (rows, K)
-    if PACKED_KERNEL is not None and x.device.type == "cpu" and rows <= MAX_PACKED_ROWS and not x.requires_grad:
+    if (PACKED_KERNEL is not None and x.device.type == "cpu" and rows <= MAX_PACKED_ROWS and not x.requires_grad
+            and x.shape[-1] % PACKED_K_MULTIPLE == 0):
         out = PACKED_KERNEL(flat.to(torch.bfloat16), q, scale.to(torch.bfloat16))  # (rows, N) bf16
     else:
         out = F.linear(flat, q.to(x.dtype)) * scale.to(x.dtype)  # (rows, N)
