@@ -250,9 +250,10 @@ def test_int8_is_for_inference_only(folders, tmp_path, capsys):
 @pytest.mark.skipif(not TEXT.is_file(), reason=f"{TEXT} is absent (needs ../shared/data)")
 def test_trained_decoder_keeps_its_perplexity_and_most_greedy_tokens(tmp_path):
     """A tiny GPT-2 trained for 300 steps on tinyshakespeare: held-out perplexity of int8 within 1% of fp32's
-    and bf16's within 0.5%; greedy continuations of held-out prompts agree with fp32 on at least 80% of the
-    positions (identical tokens are not guaranteed: a near-tie between two tokens can flip and then the rest
-    of that continuation differs)."""
+    and bf16's within 0.5%; the most likely next token at held-out positions (teacher-forced) is fp32's at
+    >= 95% of them, and greedy continuations start with fp32's token for >= 7 of 8 prompts. Identical
+    greedy continuations are not asserted: a near-tie can flip one token, and the rest of that row then
+    follows another path (measured: 69% of positions equal over 24 tokens, most rows identical)."""
     from lmforge.data import TokenShards, prepare_corpus
 
     tokenizer = train_tokenizer("bpe", 512, [TEXT], text_options={"blank_line_docs": True})
@@ -262,14 +263,17 @@ def test_trained_decoder_keeps_its_perplexity_and_most_greedy_tokens(tmp_path):
                  "--seq-len", "64", "--lr", "3e-3", "--warmup-steps", "20"]) == 0
     held_out = torch.tensor(TokenShards(tmp_path / "shards").valid[:20000], dtype=torch.long)
     prompts = held_out[:8 * 12].view(8, 12)
-    ppl, tokens = {}, {}
+    ppl, tokens, top1 = {}, {}, {}
     for name in ("fp32", "bf16", "int8"):
         model = lmforge.load(tmp_path / "gpt" / "final", dtype=name)
         ppl[name] = perplexity(model, held_out, window=64)
         tokens[name] = model.generate(prompts, max_new_tokens=24, eos_token_id=[])[:, 12:]
+        with torch.no_grad():
+            top1[name] = model(held_out[:64 * 32].view(32, 64)).logits.argmax(-1)  # (32, 64)
     print(f"\nheld-out perplexity {ppl}")
     assert ppl["fp32"] < 60  # the model learned something (the unigram perplexity of this vocabulary is ~150)
     assert ppl["int8"] <= ppl["fp32"] * 1.01
     assert ppl["bf16"] <= ppl["fp32"] * 1.005
     for name in ("bf16", "int8"):
-        assert (tokens[name] == tokens["fp32"]).float().mean() >= 0.8
+        assert (top1[name] == top1["fp32"]).float().mean() >= 0.95
+        assert (tokens[name][:, 0] == tokens["fp32"][:, 0]).sum() >= 7

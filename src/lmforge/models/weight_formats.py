@@ -62,16 +62,16 @@ def check_finite(model: nn.Module) -> None:
 
 
 def to_weight_format(model, dtype: str | torch.dtype | None):
-    """Turn a loaded float32 model into the weight format `dtype` (in place, in eval mode unless fp32; returns
+    """Turn a loaded float32 model into the weight format `dtype` (in place, in eval mode; returns
     the model).
     LoRA adapters are merged into their base weights before int8 quantization."""
     name = weight_format_name(dtype)
     check_device_runs(name, model.device)
-    if name == "fp32":
-        return model if model.dtype == torch.float32 else model.float()
     if has_int8_weights(model):
         raise InputError("the model's weights are int8 already; load the checkpoint again for another dtype")
-    model.eval()  # an inference format: dropout off
+    model.eval()  # a weight format is for inference: dropout off
+    if name == "fp32":
+        return model if model.dtype == torch.float32 else model.float()
     if name != "int8":
         return model.to(WEIGHT_DTYPES[name])
     check_finite(model)
