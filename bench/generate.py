@@ -1,19 +1,29 @@
-"""Greedy generation speed: lmforge `generate` vs Hugging Face `generate` on the same converted model.
+"""Greedy generation speed in each weight format: lmforge `generate` vs Hugging Face `generate`, same models.
 
 Random GPT-2 and Llama-shaped (grouped-query attention, rotary, SwiGLU) models (Hugging Face, seeded)
-are saved, converted with `lmforge.load`, and both
-libraries generate exactly `--new-tokens` tokens (no EOS) in float32 on the CPU, at batch 1 and 8.
-Prints tokens/s (new tokens x batch / seconds, best of `--repeats` interleaved runs) and the ratio,
-beside the memory-bound limit (every weight read once per step at the measured read bandwidth), and
-checks the two produced the same tokens.
+are saved and loaded with `lmforge.load(folder, dtype=...)` in each `--dtype` (fp32, bf16, int8:
+weight-only, per-channel); both libraries generate exactly `--new-tokens` tokens (no EOS) on the CPU, at
+each `--batches` size. Hugging Face runs in fp32 (the baseline of every ratio) and, where it supports the
+format, in the same dtype (bf16; it has no built-in int8 for the CPU). The timed runs of one size and
+batch are interleaved (HF fp32, HF bf16, lmforge fp32, lmforge bf16, ... in turn, `--repeats` times);
+each ratio is the median over the repeats of that repeat's ratio, tokens/s the median rate.
 
-    python bench/generate.py                 # every size below
-    python bench/generate.py --sizes tiny smollm2-135m --repeats 5
+The limit column: batch decoding is bound by reading every weight once per step, so tokens/s <=
+batch x bandwidth / (bytes of the weights that step reads, in that format: int8 codes + their scales,
+the LM head's matrix once; a position table or a lookup-only embedding table is read a row per token
+and left out); the read bandwidth is measured here, at the start.
+"same tokens": lmforge fp32 must produce exactly HF fp32's tokens; bf16/int8 rows give the share of
+positions equal to lmforge fp32's (random models have near-flat logits, so low-precision formats
+diverge sooner than trained ones; `bench/weight_formats.py` measures the quality on a trained model).
+
+    python bench/generate.py                                   # every size, fp32 bf16 int8, batch 1 and 8
+    python bench/generate.py --sizes gpt2 --dtype int8 --batches 1 --repeats 5 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -31,6 +41,8 @@ SIZES = {  # name: (family, its config fields)
         num_hidden_layers=30, hidden_size=576, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536,
         rope_parameters={"rope_type": "default", "rope_theta": 100000.0})),
 }
+DTYPES = ("fp32", "bf16", "int8")
+HF_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # the formats HF runs on the CPU without extras
 
 
 def hf_model(size: str):
@@ -42,33 +54,43 @@ def hf_model(size: str):
     return getattr(transformers, model_class)(config).eval()
 
 
-def best_times(fns, repeats: int) -> list[float]:
-    """Fastest of `repeats` timed calls of each function, the calls interleaved (a, b, a, b, ...) so
-    that both see the same machine when its load drifts; one untimed warm-up call each."""
-    for fn in fns:
+def interleaved_times(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each of `repeats` calls of every function, the calls interleaved (a, b, c, a, b, c, ...)
+    so that all see the same machine when its load drifts; one untimed warm-up call each first."""
+    for fn in fns.values():
         fn()
-    times = [[] for _ in fns]
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        for fn, record in zip(fns, times):
+        for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            record.append(time.perf_counter() - start)
-    return [min(record) for record in times]
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     """Bytes/s at which this machine streams a float32 array from memory (the fastest of `repeats` sums)."""
     data = torch.ones(megabytes * 2**20 // 4)
-    return data.numel() * 4 / best_times([data.sum], repeats)[0]
+    return data.numel() * 4 / min(interleaved_times({"sum": data.sum}, repeats)["sum"])
 
 
-def bound_tokens_per_s(model, batch: int, bandwidth: float) -> float:
-    """The memory-bound limit of greedy decoding: each step must read every weight matrix once (the
-    tied token embedding once, by the LM head; the position table aside, as it is read a row per
-    token), so tokens/s <= batch * bandwidth / weight bytes. Small-batch CPU decoding is bound by it."""
-    skipped = ("wpe.weight",)  # one row per token
-    weights = sum(p.numel() * p.element_size() for name, p in model.named_parameters() if not name.endswith(skipped))
-    return batch * bandwidth / weights
+def step_weight_bytes(model) -> int:
+    """Bytes one decoding step of an lmforge model reads: every weight tensor (int8 codes and scales too)
+    once, except tables read a row per token: position tables and the token embedding when the LM head
+    does not read it as its output matrix (untied, or replaced by an int8 copy)."""
+    from lmforge.models.heads import LMHead
+    from lmforge.nn.positions import LearnedPositions
+
+    head = model.head
+    head_reads_embedding = isinstance(head, LMHead) and head.tied and head.quantized is None
+    skipped = {id(model.embed.weight)} if not head_reads_embedding else set()
+    skipped |= {id(m.weight) for m in model.modules() if isinstance(m, LearnedPositions)}
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()] if id(t) not in skipped}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def agreement(reference: torch.Tensor, other: torch.Tensor) -> float:
+    return float((reference == other).float().mean())
 
 
 def main() -> None:
@@ -76,8 +98,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--dtype", nargs="+", default=list(DTYPES), choices=DTYPES, dest="dtypes")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
@@ -88,38 +111,62 @@ def main() -> None:
     bandwidth = read_bandwidth()
     rows = []
     for size in args.sizes:
-        hf = hf_model(size)
+        hf = {"fp32": hf_model(size)}
         with tempfile.TemporaryDirectory() as folder:
-            hf.save_pretrained(folder)
-            ours = lmforge.load(folder).eval()
+            hf["fp32"].save_pretrained(folder)
+            ours = {dtype: lmforge.load(folder, dtype=dtype).eval() for dtype in dict.fromkeys(["fp32", *args.dtypes])}
+        for dtype in args.dtypes:
+            if dtype in HF_DTYPES and dtype not in hf:
+                hf[dtype] = hf_model(size).to(HF_DTYPES[dtype])
+        params = sum(p.numel() for p in hf["fp32"].parameters())
         for batch in args.batches:
             prompt = torch.randint(0, 49000, (batch, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
             mask = torch.ones_like(prompt)
             n = args.new_tokens
 
-            def run_hf():
+            def run_hf(model):
                 with torch.inference_mode():
-                    return hf.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=n, do_sample=False,
-                                       eos_token_id=None, pad_token_id=0)
+                    return model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=n, do_sample=False,
+                                          eos_token_id=None, pad_token_id=0)
 
-            def run_ours():
-                return lmforge.infer.generate(ours, prompt, mask, max_new_tokens=n, eos_token_id=[])
+            def run_ours(model):
+                return lmforge.infer.generate(model, prompt, mask, max_new_tokens=n, eos_token_id=[])
 
-            same = torch.equal(run_hf(), run_ours())
-            hf_s, ours_s = best_times([run_hf, run_ours], args.repeats)
-            rows.append((size, sum(p.numel() for p in hf.parameters()), batch, n * batch / hf_s, n * batch / ours_s,
-                         same, bound_tokens_per_s(hf, batch, bandwidth)))
-            print(f"  {size} batch {batch}: hf {hf_s:.2f}s, lmforge {ours_s:.2f}s", flush=True)
+            fns = {f"hf {d}": (lambda m=m: run_hf(m)) for d, m in hf.items()}
+            fns.update({f"lmforge {d}": (lambda m=m: run_ours(m)) for d, m in ours.items()})
+            tokens = {name: fn() for name, fn in fns.items()}
+            times = interleaved_times(fns, args.repeats)
+            for dtype in args.dtypes:
+                mine = times[f"lmforge {dtype}"]
+                same_hf = times.get(f"hf {dtype}")
+                if dtype == "fp32":
+                    same = "yes" if torch.equal(tokens["hf fp32"], tokens["lmforge fp32"]) else "NO"
+                else:
+                    same = f"{agreement(tokens['lmforge fp32'], tokens[f'lmforge {dtype}']):.0%} of fp32's"
+                rows.append(dict(
+                    size=size, params=params, dtype=dtype, batch=batch,
+                    hf32=n * batch / statistics.median(times["hf fp32"]),
+                    hf_same=None if same_hf is None else n * batch / statistics.median(same_hf),
+                    ours=n * batch / statistics.median(mine),
+                    vs_hf32=statistics.median(h / o for h, o in zip(times["hf fp32"], mine)),
+                    vs_same=None if same_hf is None else statistics.median(h / o for h, o in zip(same_hf, mine)),
+                    limit=batch * bandwidth / step_weight_bytes(ours[dtype]), same=same))
+                print(f"  {size} {dtype} batch {batch}: lmforge {statistics.median(mine):.2f}s, "
+                      f"HF fp32 {statistics.median(times['hf fp32']):.2f}s", flush=True)
 
-    print(f"\ngreedy, {args.new_tokens} new tokens after {args.prompt_tokens}, float32, CPU, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}; memory read bandwidth {bandwidth / 1e9:.1f} GB/s")
-    print("| model | parameters | batch | HF tokens/s | lmforge tokens/s | speed-up | memory-bound limit | "
-          "HF / limit | lmforge / limit | same tokens |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for size, params, batch, hf_rate, our_rate, same, bound in rows:
-        print(f"| {size} (random) | {params / 1e6:.1f}M | {batch} | {hf_rate:,.0f} | {our_rate:,.0f} | "
-              f"{our_rate / hf_rate:.2f}x | {bound:,.0f} | {hf_rate / bound:.0%} | {our_rate / bound:.0%} | "
-              f"{'yes' if same else 'NO'} |")
+    print(f"\ngreedy, {args.new_tokens} new tokens after {args.prompt_tokens}, CPU, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}; memory read bandwidth {bandwidth / 1e9:.1f} GB/s (measured); ratios are "
+          f"medians over {args.repeats} interleaved repeats")
+    print("| model | parameters | weights | batch | HF fp32 tok/s | HF same dtype tok/s | lmforge tok/s | "
+          "vs HF fp32 | vs HF same dtype | memory-bound limit | lmforge / limit | same tokens |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        hf_same = "—" if r["hf_same"] is None else f"{r['hf_same']:,.0f}"
+        vs_same = "—" if r["vs_same"] is None else f"{r['vs_same']:.2f}x"
+        print(f"| {r['size']} (random) | {r['params'] / 1e6:.1f}M | {r['dtype']} | {r['batch']} | {r['hf32']:,.0f} | "
+              f"{hf_same} | {r['ours']:,.0f} | {r['vs_hf32']:.2f}x | {vs_same} | {r['limit']:,.0f} | "
+              f"{r['ours'] / r['limit']:.0%} | {r['same']} |")
+
 
 if __name__ == "__main__":
     main()

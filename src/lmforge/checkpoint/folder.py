@@ -7,19 +7,26 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..models.weight_formats import to_weight_format, weight_format_name
 from .adapter import CONFIG as ADAPTER_CONFIG, apply_adapter, base_of, read_adapter
 from .hf import load_hf
 from .io import CONFIG_FILE, load_checkpoint, read_checkpoint_config
 
 
 def load(path: str | Path, task: str | None = None, device: str | torch.device = "cpu", verify: bool = True,
-         adapter: str | Path | None = None):
+         adapter: str | Path | None = None, dtype: str | torch.dtype | None = None):
     """Load a model from an lmforge checkpoint folder or a Hugging Face checkpoint folder.
+
+    `dtype`: the weight format for inference, "fp32" (default), "bf16", "fp16" (CUDA) or "int8"
+    (weight-only, per-channel; inference only), or a torch dtype; see `lmforge.models.weight_formats`.
 
     `task` (Hugging Face folders only) overrides the head chosen from the checkpoint's `architectures`.
     `adapter`: a LoRA adapter folder (lmforge's or PEFT's) made for this base, applied on top; the result
     may have the adapter's head (a classifier trained on an embedding model). `path` may also be an adapter
     folder alone, whose base_model_name_or_path is a folder here."""
+    if dtype is not None:
+        weight_format_name(dtype)  # an unknown dtype fails before anything is read
+        return to_weight_format(load(path, task=task, device=device, verify=verify, adapter=adapter), dtype)
     if adapter is not None:
         read_adapter(adapter)  # a bad adapter folder fails before the base is read
         return apply_adapter(load(path, task=task, device=device, verify=verify), adapter)

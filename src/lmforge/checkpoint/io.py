@@ -21,6 +21,8 @@ from ..errors import CheckpointError, LmforgeError
 from ..models import services
 from ..models.build import build_model
 from ..models.lora import lora_spec, restore_lora, unmerged
+from ..models.weight_formats import INFERENCE_ONLY
+from ..nn.quantized import has_int8_weights
 from ..tokenizer import Tokenizer
 from .atomic import atomic_folder
 from .card import write_card
@@ -52,6 +54,9 @@ def save_checkpoint(model, path: str | Path, card: dict | None = None) -> Path:
     An existing lmforge checkpoint at `path` is replaced; any other non-empty folder is refused.
     `card` holds model-card facts (data, objective, steps, metrics, emissions) for README.md."""
     path = Path(path)
+    if has_int8_weights(model):
+        raise CheckpointError(f"this model holds int8 weights ({INFERENCE_ONLY}: they are made on load); "
+                              "save the float model it was loaded from instead")
     if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not is_lmforge_checkpoint(path))):
         raise CheckpointError(f"{path} exists and is not an lmforge checkpoint; "
                               "choose an empty or new folder so nothing of yours is overwritten")

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..infer.chat import compile_template
 from ..infer.pipelines import pipeline
+from .flags import add_dtype_flag
 from .textio import add_generation_flags, generation_overrides, warnings_on_stderr
 
 COMMANDS_HELP = "/reset forgets the conversation, /exit (or end of input) quits"
@@ -22,13 +23,14 @@ def register(subparsers) -> None:
     parser.add_argument("--system", default=None, help="a system message that starts every conversation")
     parser.add_argument("--template", type=Path, default=None, metavar="FILE",
                         help="a Jinja chat template to use instead of the model's own")
+    add_dtype_flag(parser)
     add_generation_flags(parser, max_new_tokens=256)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     with warnings_on_stderr("chat"):
-        chat = pipeline("text-generation", model=args.model)
+        chat = pipeline("text-generation", model=args.model, dtype=args.dtype)
         tokenizer = chat.model.tokenizer
         if args.template is not None:
             if not args.template.is_file():

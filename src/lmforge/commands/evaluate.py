@@ -18,7 +18,7 @@ from ..eval.evaluate import evaluate
 from ..finetune.tasks import TASKS
 from ..finetune.tasks import DataOptions
 from .finetune import data_options
-from .flags import add_adapter_flag, add_dataclass_flags
+from .flags import add_adapter_flag, add_dataclass_flags, add_dtype_flag
 
 
 def register(subparsers) -> None:
@@ -32,6 +32,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", metavar="FILE",
                         help="metrics JSON (default: metrics-<model name>-<data name>.json in the current folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace a metrics file lmforge wrote at --out")
+    add_dtype_flag(parser)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-examples", type=int, metavar="N", help="score N random examples only")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="seq2seq: tokens to generate")
@@ -54,9 +55,10 @@ def run(args) -> int:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = Path(args.out) if args.out else default_metrics_path(args.model, args.data[0])
     model = args.model
-    if args.adapter is not None:
-        model = load(args.model, adapter=args.adapter)
-        model.config.name = f"{args.model} + adapter {args.adapter}"
+    if args.adapter is not None or args.dtype is not None:
+        model = load(args.model, adapter=args.adapter, dtype=args.dtype)
+        with_adapter = f" + adapter {args.adapter}" if args.adapter is not None else ""
+        model.config.name = f"{args.model}{with_adapter}" + (f" ({args.dtype})" if args.dtype is not None else "")
     metrics = evaluate(model, args.data, args.task, out=out, batch_size=args.batch_size,
                        data_options=data_options(args), max_examples=args.max_examples,
                        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, rouge=args.rouge,

@@ -7,6 +7,7 @@ import dataclasses
 import types
 import typing
 
+from ..models.weight_formats import WEIGHT_DTYPES
 from ..train.carbon import DEFAULT_COUNTRY
 from ..train.settings import TrainSettings
 
@@ -89,6 +90,13 @@ def setting_overrides(args, exclude: tuple[str, ...] = ()) -> dict:
 def add_adapter_flag(parser, base: str = "MODEL") -> None:
     """--adapter DIR, the same flag on every command that loads a model: a LoRA adapter folder for `base`."""
     parser.add_argument("--adapter", metavar="DIR", help=f"a LoRA adapter folder (lmforge or PEFT) for {base}")
+
+
+def add_dtype_flag(parser) -> None:
+    """--dtype: the weight format MODEL is loaded in (`lmforge.models.weight_formats.WEIGHT_DTYPES`)."""
+    parser.add_argument("--dtype", default=None, metavar="DTYPE",
+                        help=f"weights for inference: {' | '.join(WEIGHT_DTYPES)} (default fp32; int8 is weight-only "
+                             "per-channel, quantized on load; fp16 needs CUDA)")
 
 
 def add_energy_flags(parser, measure_by_default: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import InputError
+from ..models.weight_formats import WEIGHT_DTYPES
 from ..serve.server import ServeOptions, serve
 
 
@@ -19,6 +20,9 @@ def register(subparsers) -> None:
                         help="another checkpoint, served as NAME; repeatable")
     parser.add_argument("--task", dest="tasks", action="append", default=[], metavar="[NAME=]TASK",
                         help="serve only these pipeline tasks (of model NAME, or of every model); repeatable")
+    parser.add_argument("--dtype", dest="dtypes", action="append", default=[], metavar="[NAME=]DTYPE",
+                        help=f"weight format of model NAME (or of every model): {' | '.join(WEIGHT_DTYPES)} "
+                             "(default fp32); repeatable")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", default=os.environ.get("LMFORGE_API_KEY"),

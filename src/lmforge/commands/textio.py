@@ -13,7 +13,7 @@ from typing import Any, Callable
 from ..errors import InputError
 from ..infer.options import GenerationOptions
 from ..infer.pipelines import pipeline
-from .flags import add_adapter_flag
+from .flags import add_adapter_flag, add_dtype_flag
 
 
 def add_common(parser, batch_size: int = 8) -> None:
@@ -26,6 +26,7 @@ def add_common(parser, batch_size: int = 8) -> None:
                         help="fail on inputs longer than the model accepts instead of truncating them")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"inputs per batch (default {batch_size})")
     add_adapter_flag(parser)
+    add_dtype_flag(parser)
 
 
 def add_generation_flags(parser, max_new_tokens: int) -> None:
@@ -113,7 +114,7 @@ class PipelineCommand:
 
 def make_pipeline(task: str, args, **kwargs):
     return pipeline(task, model=args.model, truncation=not args.no_truncate, batch_size=args.batch_size,
-                    adapter=args.adapter, **kwargs)
+                    adapter=args.adapter, dtype=args.dtype, **kwargs)
 
 
 def print_json(record: dict) -> None:

@@ -21,6 +21,7 @@ from ..checkpoint.adapter import apply_adapter
 from ..checkpoint.folder import load
 from ..errors import InputError
 from ..models.heads import sentence_embedding
+from ..models.weight_formats import to_weight_format
 from .chat import Message, render_chat
 from .entities import group_entities, word_predictions
 from .generate import eval_mode, generate, stream
@@ -314,17 +315,21 @@ ALIASES = {"ner": "token-classification", "sentiment-analysis": "text-classifica
 
 
 def pipeline(task: str, model, truncation: bool = True, batch_size: int = 8, device: str | torch.device = "cpu",
-             adapter: str | Path | None = None, **kwargs) -> Pipeline:
+             adapter: str | Path | None = None, dtype: str | torch.dtype | None = None, **kwargs) -> Pipeline:
     """A ready pipeline for `task` on `model` (a checkpoint folder, lmforge or Hugging Face, or a loaded
-    model), with the LoRA `adapter` folder applied to a model given as a folder. Raises `InputError` when the model's head cannot serve the task, naming the tasks it can serve.
+    model), with the LoRA `adapter` folder applied to a model given as a folder, its weights in `dtype` ("fp32",
+    "bf16", "int8", ...: see `lmforge.load`). Raises `InputError` when the model's head cannot serve the task, naming the tasks it can serve.
     Extra keyword arguments: `options` (GenerationOptions) for generation tasks, `prefix` for text2text."""
     task = ALIASES.get(task, task)
     if task not in PIPELINES:
         raise InputError(f"unknown pipeline task {task!r}; choose one of: {', '.join(PIPELINES)}")
     if isinstance(model, (str, Path)):
-        model = load(model, device=device, adapter=adapter)
-    elif adapter is not None:
-        model = apply_adapter(model, adapter)
+        model = load(model, device=device, adapter=adapter, dtype=dtype)
+    else:
+        if adapter is not None:
+            model = apply_adapter(model, adapter)
+        if dtype is not None:
+            model = to_weight_format(model, dtype)
     cls = PIPELINES[task]
     if model.task not in cls.heads:
         can = [name for name, c in PIPELINES.items() if model.task in c.heads]

@@ -86,6 +86,8 @@ class LmforgeModel(nn.Module):
         given. `last_only`: language-model logits for the last position only (B, 1, V), for decoding."""
         inputs = self.head_inputs(mask, pooled, encoder_hidden, cache)
         logits = self.head(hidden[:, -1:] if (last_only and self.head.language_model) else hidden, inputs)
+        if logits.dtype != torch.float32 and logits.dtype == self.dtype:
+            logits = logits.float()  # bf16/fp16 weights (an inference format): logits are returned in float32
         loss = None if labels is None else self.loss(logits, labels)
         return ModelOutput(logits=logits, loss=loss, hidden_states=hidden, encoder_hidden_states=encoder_hidden)
 

@@ -12,18 +12,20 @@ import torch
 import torch.nn.functional as F
 
 MAX_FAST_ROWS = 16  # beyond this many rows, the ordinary F.linear is as fast
+HALF_DTYPES = (torch.bfloat16, torch.float16)  # CPU BLAS runs these many times slower from the other layouts
 
 
-def wants_transposed_copy(batch: int, device: torch.device) -> bool:
-    """Whether a generation of `batch` rows on `device` should carry the (d, V) copy."""
-    return batch == 1 and device.type == "cpu"
+def wants_transposed_copy(batch: int, device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether a generation of `batch` rows on `device` should carry the (d, V) copy (not for bf16/fp16:
+    CPU BLAS multiplies them from the transposed layout many times slower)."""
+    return batch == 1 and device.type == "cpu" and dtype not in HALF_DTYPES
 
 
 def project(hidden: torch.Tensor, weight: torch.Tensor, transposed: torch.Tensor | None = None) -> torch.Tensor:
     """hidden (B, T, d) @ weight (V, d)^T -> (B, T, V), with the product CPU BLAS runs fastest for the
     number of rows when no gradient is needed. `transposed`: weight laid out (d, V) (see `TransposedCopy`)."""
     rows = hidden.shape[:-1].numel()
-    if torch.is_grad_enabled() or hidden.device.type != "cpu" or rows > MAX_FAST_ROWS:
+    if torch.is_grad_enabled() or hidden.device.type != "cpu" or rows > MAX_FAST_ROWS or weight.dtype in HALF_DTYPES:
         return F.linear(hidden, weight)
     if transposed is not None and rows == 1:
         return hidden @ transposed  # (B, T, d) @ (d, V): one streaming pass over the matrix

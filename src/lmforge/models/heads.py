@@ -111,12 +111,17 @@ class LMHead(Head):
         else:
             self.final_logits_bias = None
         self._transposed = cpu_decoding.TransposedCopy()
+        self.quantized: nn.Module | None = None  # an int8 copy of the output matrix (`models.weight_formats`)
 
     def forward(self, hidden: torch.Tensor, inputs: HeadInputs) -> torch.Tensor:
         """hidden (B, T, d) -> logits (B, T, V), through `cpu_decoding.project` (the fastest product for
-        a few rows on the CPU; `inputs.decoding_weight` is this head's matrix laid out (d, V))."""
+        a few rows on the CPU; `inputs.decoding_weight` is this head's matrix laid out (d, V)), or through
+        the int8 copy of the matrix when the model was loaded with dtype="int8"."""
         hidden = hidden * self.scale if self.scale != 1.0 else hidden
-        logits = cpu_decoding.project(hidden, self.output_matrix(inputs.embedding), inputs.decoding_weight)
+        if self.quantized is not None:
+            logits = self.quantized(hidden)  # (B, T, V)
+        else:
+            logits = cpu_decoding.project(hidden, self.output_matrix(inputs.embedding), inputs.decoding_weight)
         return logits if self.final_logits_bias is None else logits + self.final_logits_bias
 
     def output_matrix(self, embedding: torch.Tensor) -> torch.Tensor:  # (V, d)
@@ -126,7 +131,7 @@ class LMHead(Head):
         """The (d, V) copy of the output matrix when decoding `batch` rows here gains from it (see
         `cpu_decoding`); kept between generations and remade when the matrix changes."""
         matrix = self.output_matrix(embedding)
-        if not cpu_decoding.wants_transposed_copy(batch, matrix.device):
+        if self.quantized is not None or not cpu_decoding.wants_transposed_copy(batch, matrix.device, matrix.dtype):
             return None
         return self._transposed.of(matrix)
 

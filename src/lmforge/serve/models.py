@@ -10,6 +10,7 @@ from ..errors import InputError
 from ..infer.chat import render_chat
 from ..infer.pipelines import PIPELINES, pipeline
 from ..models.heads import LMHead
+from ..models.weight_formats import weight_format_name
 from .engine import Engine
 from .errors import ApiError, bad_field
 from .metrics import Metrics
@@ -39,17 +40,32 @@ def parse_model_specs(first: str, extra: list[str]) -> list[tuple[str, Path]]:
     return specs
 
 
-def parse_task_limits(values: list[str], names: list[str]) -> dict[str, list[str]]:
-    """`--task [NAME=]TASK` values -> tasks per model name (no entry: every task its head serves)."""
-    limits: dict[str, list[str]] = {}
+def parse_per_model(values: list[str], names: list[str], flag: str) -> dict[str, list[str]]:
+    """`FLAG [NAME=]VALUE` values -> the values given for each model name (without NAME=: for every model)."""
+    per_model: dict[str, list[str]] = {}
     for item in values:
-        name, sep, task = item.rpartition("=")
+        name, sep, value = item.rpartition("=")
         targets = [name] if sep else names
         if sep and name not in names:
-            raise InputError(f"--task {item!r} names model {name!r}, but the models are: {', '.join(names)}")
+            raise InputError(f"{flag} {item!r} names model {name!r}, but the models are: {', '.join(names)}")
         for target in targets:
-            limits.setdefault(target, []).append(task)
-    return limits
+            per_model.setdefault(target, []).append(value)
+    return per_model
+
+
+def parse_task_limits(values: list[str], names: list[str]) -> dict[str, list[str]]:
+    """`--task [NAME=]TASK` values -> tasks per model name (no entry: every task its head serves)."""
+    return parse_per_model(values, names, "--task")
+
+
+def parse_dtypes(values: list[str], names: list[str]) -> dict[str, str]:
+    """`--dtype [NAME=]DTYPE` values -> the weight format of each model name (no entry: fp32); the last one
+    given for a model wins, so `--dtype int8 --dtype small=fp32` runs every model but `small` in int8."""
+    per_model = parse_per_model(values, names, "--dtype")
+    for dtypes in per_model.values():
+        for dtype in dtypes:
+            weight_format_name(dtype)
+    return {name: dtypes[-1] for name, dtypes in per_model.items()}
 
 
 class ChatFormat:
@@ -76,9 +92,10 @@ class ChatFormat:
 class ServedModel:
     """One loaded checkpoint with its engine thread, pipelines and prompt helpers."""
 
-    def __init__(self, name: str, path: Path, metrics: Metrics, tasks: list[str] | None = None, **engine_options):
+    def __init__(self, name: str, path: Path, metrics: Metrics, tasks: list[str] | None = None,
+                 dtype: str | None = None, **engine_options):
         self.name, self.path = name, path
-        self.model = load(path)
+        self.model = load(path, dtype=dtype)
         if self.model.tokenizer is None:
             raise InputError(f"{path} has no tokenizer; the server needs one to read text (save the model with "
                              "its tokenizer)")

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import InputError
 from .app import ServerState, build_app
 from .metrics import Metrics
-from .models import ServedModel, parse_model_specs, parse_task_limits
+from .models import ServedModel, parse_dtypes, parse_model_specs, parse_task_limits
 
 
 @dataclass
@@ -22,6 +22,7 @@ class ServeOptions:
     model: str
     extra_models: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
+    dtypes: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
@@ -55,11 +56,12 @@ def bind(host: str, port: int) -> socket.socket:
 def load_models(options: ServeOptions, metrics: Metrics) -> dict[str, ServedModel]:
     specs = parse_model_specs(options.model, options.extra_models)
     limits = parse_task_limits(options.tasks, [name for name, _ in specs])
+    dtypes = parse_dtypes(options.dtypes, [name for name, _ in specs])
     for name, path in specs:
         if not (Path(path) / "config.json").is_file():
             raise InputError(f"{path} is not a checkpoint folder (no config.json); give a folder written by "
                              "lmforge or a Hugging Face model folder")
-    return {name: ServedModel(name, Path(path), metrics, limits.get(name), max_batch=options.max_batch,
+    return {name: ServedModel(name, Path(path), metrics, limits.get(name), dtypes.get(name), max_batch=options.max_batch,
                               max_queue=options.max_queue, prefill_chunk=options.prefill_chunk)
             for name, path in specs}
 

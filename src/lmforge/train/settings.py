@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..files import check_fields, coerce_fields, read_mapping
+from ..models.weight_formats import INFERENCE_ONLY
 
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -67,8 +68,8 @@ class TrainSettings:
         need(self.adam_eps > 0, f"adam_eps must be positive, got {self.adam_eps}")
         need(self.clip_norm is None or self.clip_norm >= 0, f"clip_norm must be >= 0 or null, got {self.clip_norm}")
         need(self.schedule in SCHEDULES, f"schedule={self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        need(self.precision != "int8", "precision int8 is a weight format for inference only (load a trained "
-             "checkpoint with dtype int8); train with --precision fp32 or bf16")
+        need(self.precision != "int8", f"precision int8: {INFERENCE_ONLY}; train in fp32 or bf16 (--precision) and "
+             "load the result with dtype int8 (--dtype int8) to run it")
         need(self.precision in PRECISIONS, f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         need(self.best_mode in MODES, f"best_mode={self.best_mode!r} is not one of {', '.join(MODES)}")
         need(self.warmup_steps <= self.max_steps,

@@ -36,6 +36,8 @@ from ..checkpoint.atomic import write_text
 from ..checkpoint.io import WEIGHTS_FILE, load_weights, read_safetensors
 from ..errors import CheckpointError, ConfigError, LmforgeError, TrainingInterrupted
 from ..labels import IGNORE_INDEX
+from ..models.weight_formats import INFERENCE_ONLY
+from ..nn.quantized import has_int8_weights
 from ..seeding import seed_everything
 from .callbacks import BestCheckpoint, Callback
 from .carbon import EnergyMeter
@@ -86,6 +88,9 @@ class Trainer:
         self.dist = dist or Distributed()
         self.micro_batch = settings.micro_batch_size(self.dist.world_size)
         check_precision(settings.precision, self.dist.device)
+        if has_int8_weights(model):
+            raise ConfigError(f"{INFERENCE_ONLY}: this model holds int8 weights and cannot be trained; "
+                              "load the checkpoint without dtype='int8' (or --dtype) to train it")
         if fsdp and hasattr(model, "saved_model"):
             raise ConfigError("FSDP cannot shard a training wrapper with training-only parts (an RTD generator); "
                               "drop --fsdp (data parallel training works)")

@@ -1,0 +1,94 @@
+"""Weight formats for inference: a loaded model turned into bf16 (or fp16) or weight-only int8.
+
+`WEIGHT_DTYPES` is the one registry of the names (`lmforge.load(..., dtype=)`, `--dtype`):
+- fp32: as trained;
+- bf16: every weight in bfloat16 and the computation too (norms take their statistics in float32,
+  attention's softmax accumulates in float32 inside the kernel); logits come back as float32;
+- fp16: float16 weights, CUDA only;
+- int8: every linear layer's weight quantized per output channel (`nn.quantized.Int8Linear`), the LM
+  head's output matrix too (tied to the embedding or not: with a 50k vocabulary it is a large share of
+  a small model's bytes); activations stay float32 between layers. The token embedding table stays
+  float32: a lookup reads one row per token, so quantizing it would save memory, not time.
+An int8 model is for inference only: it cannot be trained or saved (`has_int8_weights`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..nn.quantized import Int8Linear, has_int8_weights, quantize_linears
+from .heads import LMHead
+from .lora import lora_layers, merge_and_unload
+
+WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
+ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+INFERENCE_ONLY = "int8 is for inference only"
+
+
+def weight_format_name(dtype: str | torch.dtype | None) -> str:
+    """The registry name of `dtype` (a name, an alias such as "bfloat16", or a torch dtype); None is fp32.
+    An unknown one is an `InputError` naming the known ones."""
+    if dtype is None:
+        return "fp32"
+    if isinstance(dtype, torch.dtype):
+        names = [name for name, known in WEIGHT_DTYPES.items() if known == dtype]
+        if names:
+            return names[0]
+    elif isinstance(dtype, str):
+        name = ALIASES.get(dtype.lower(), dtype.lower())
+        if name in WEIGHT_DTYPES:
+            return name
+    raise InputError(f"unknown weight dtype {dtype!r}; choose one of: {', '.join(WEIGHT_DTYPES)}")
+
+
+def check_device_runs(name: str, device: torch.device | str) -> None:
+    """Refuse a weight format the device cannot compute in."""
+    device = torch.device(device)
+    if name == "fp16" and device.type == "cpu":
+        raise InputError("dtype fp16 needs a CUDA device; on the CPU use bf16 (or int8)")
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise InputError(f"this GPU ({device}) cannot compute in bf16; use fp16 or fp32")
+
+
+def check_finite(model: nn.Module) -> None:
+    """Refuse to quantize weights holding NaN or infinite values (the scales would be meaningless),
+    naming the first such tensor."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise InputError(f"cannot quantize to int8: tensor {name} holds NaN or infinite values; "
+                             "repair the checkpoint or load it in fp32")
+
+
+def to_weight_format(model, dtype: str | torch.dtype | None):
+    """Turn a loaded float32 model into the weight format `dtype` (in place, in eval mode; returns
+    the model).
+    LoRA adapters are merged into their base weights before int8 quantization."""
+    name = weight_format_name(dtype)
+    check_device_runs(name, model.device)
+    if has_int8_weights(model):
+        raise InputError("the model's weights are int8 already; load the checkpoint again for another dtype")
+    model.eval()  # a weight format is for inference: dropout off
+    if name == "fp32":
+        return model if model.dtype == torch.float32 else model.float()
+    if name != "int8":
+        return model.to(WEIGHT_DTYPES[name])
+    check_finite(model)
+    if lora_layers(model):
+        merge_and_unload(model)
+    head = model.head
+    if isinstance(head, LMHead):
+        matrix = head.output_matrix(model.embed.weight)  # (V, d)
+        head.quantized = Int8Linear.from_matrix(matrix)
+        if not head.tied:
+            head.weight = None  # the int8 copy replaces it
+    quantize_linears(model)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def model_weight_format(model: nn.Module) -> str:
+    """"int8" for a model holding int8 weights, else the registry name of its parameters' dtype."""
+    return "int8" if has_int8_weights(model) else weight_format_name(next(model.parameters()).dtype)
