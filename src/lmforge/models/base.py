@@ -116,7 +116,7 @@ class LmforgeModel(nn.Module):
         c = self.config
         n_layers = c.decoder_layers if c.is_encoder_decoder else c.n_layers
         cache = KVCache(n_layers, batch, c.kv_heads, c.head_dim, max_len, dtype=self.dtype, device=self.device)
-        cache.output_weight = self.head.decoding_weight(self.embed.weight, batch)  # (d, V) or None
+        cache.output_weight = self.head.decoding_weight(self.embed.weight, batch)  # a decoding layout or None
         return cache
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **options) -> torch.Tensor:
