@@ -5,6 +5,7 @@ import torch
 
 import lmforge
 from lmforge.errors import InputError
+from lmforge.models import cpu_decoding
 from lmforge.infer import GenerationOptions, generate, stream
 
 PRESETS = ["tiny-gpt2", "tiny-bart", "tiny-t5", "tiny-t5-v1_1", "tiny-transformer"]
@@ -173,12 +174,22 @@ def test_decoding_layout_of_the_lm_head_gives_the_training_layout_logits(name):
     cache = model.new_cache(batch=1, max_len=4)
     assert cache.output_weight is not None and cache.output_weight.shape == (model.config.d_model,
                                                                               model.config.vocab_size)
-    assert model.new_cache(batch=2, max_len=4).output_weight is None  # a few rows decode faster without it
     hidden = torch.randn(1, 1, model.config.d_model)
     with torch.no_grad():
         plain = model.lm_logits(hidden)
         fast = model.lm_logits(hidden, cache)
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    many = torch.randn(16, 1, model.config.d_model)
+    with torch.no_grad():
+        for rows in (2, 5, 16):  # a few rows: the packed layout where oneDNN is built in, else the plain matrix
+            cache = model.new_cache(batch=rows, max_len=4)
+            if cpu_decoding.packing_available():
+                assert cache.output_weight is not None and cpu_decoding.is_packed(cache.output_weight)
+            fast = model.lm_logits(many[:rows], cache)
+            torch.testing.assert_close(fast, model.lm_logits(many[:rows]), rtol=1e-5, atol=1e-5)
+            # each row's logits do not depend on how many rows there are (greedy output is batch-independent)
+            assert torch.equal(fast, model.lm_logits(many, model.new_cache(batch=16, max_len=4))[:rows])
+        assert model.new_cache(batch=17, max_len=4).output_weight is None  # many rows: the ordinary product
     hidden.requires_grad_(True)  # with autograd the head's own parameter is used, so it gets gradients
     model.lm_logits(hidden, cache).sum().backward()
     head_weight = model.embed.weight if model.head.tied else model.head.weight

@@ -40,8 +40,10 @@ def prompts_for(model, count: int) -> list[list[int]]:
             for length in torch.randint(1, 20, (count,), generator=generator)]
 
 
-@pytest.mark.parametrize("name", ["gpt", "bart", "t5"])
-def test_staggered_greedy_requests_match_sequential_generate(checkpoints, name):
+@pytest.mark.parametrize("name, prefill_chunk", [("gpt", 4), ("gpt", 64), ("bart", 4), ("t5", 4)])
+def test_staggered_greedy_requests_match_sequential_generate(checkpoints, name, prefill_chunk):
+    """prefill_chunk 4: most prompts are fed alone in chunks; 64: waiting prompts of different lengths
+    are prefilled together, left-padded, and join the batch at once."""
     model = lmforge.load(checkpoints[name])
     model.config.eos_token_id = None  # run every request to max_tokens, so rows leave at different steps
     prompts = prompts_for(model, 8)
@@ -51,7 +53,7 @@ def test_staggered_greedy_requests_match_sequential_generate(checkpoints, name):
         out = model.generate(torch.tensor([prompt]), max_new_tokens=new)[0].tolist()
         expected.append(out[len(prompt):] if not model.config.is_encoder_decoder else out[1:])
 
-    engine = Engine(model, name, Metrics(), max_batch=8, prefill_chunk=4)
+    engine = Engine(model, name, Metrics(), max_batch=8, prefill_chunk=prefill_chunk)
     got = [[] for _ in prompts]
     collectors = []
     original_emit = engine._emit
@@ -61,19 +63,31 @@ def test_staggered_greedy_requests_match_sequential_generate(checkpoints, name):
         return original_emit(request, token)
 
     engine._emit = recording_emit
-    engine.start()
+    groups = []  # sizes of the prompt groups prefilled together
+    original_together = engine._prefill_together
+
+    def recording_together(group, width):
+        groups.append(len(group))
+        return original_together(group, width)
+
+    engine._prefill_together = recording_together
     for index, (prompt, new) in enumerate(zip(prompts, max_tokens)):
+        if index == 4:
+            engine.start()  # the first four wait together; the others join a batch that is already decoding
         collector = Collector()
         request = GenerationRequest(prompt, Sampling(max_tokens=new, temperature=0), collector)
         request.index = index
         engine.submit(request)
         collectors.append(collector)
-        time.sleep(0.01 * (index % 3))  # staggered: requests join a batch that is already decoding
+        if index >= 4:
+            time.sleep(0.01 * (index % 3))  # staggered
     for collector in collectors:
         assert collector.done.wait(60)
         assert collector.events[-1].kind == "done" and collector.events[-1].finish_reason == "length"
     engine.shutdown()
     assert got == expected
+    if prefill_chunk > max(len(p) for p in prompts[:2]) * 2 and not model.config.is_encoder_decoder:
+        assert max(groups) > 1  # prompts of different lengths were prefilled together, left-padded
     assert max(engine.metrics.histograms["time_to_first_token_seconds"][-1:]) == 8
 
 

@@ -33,7 +33,10 @@ class _Stepper:
 
     def _select(self, index: torch.Tensor) -> None:
         if self.cache is not None:
+            resized = index.numel() != self.cache.keys.shape[1]
             self.cache.reorder(index)
+            if resized:  # e.g. B -> B * num_beams rows: the output matrix layout for that many
+                self.cache.output_weight = self.model.decoding_weight(index.numel())
         else:
             self.seen = self.seen.index_select(0, index)
 

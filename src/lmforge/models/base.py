@@ -124,8 +124,12 @@ class LmforgeModel(nn.Module):
         c = self.config
         n_layers = c.decoder_layers if c.is_encoder_decoder else c.n_layers
         cache = KVCache(n_layers, batch, c.kv_heads, c.head_dim, max_len, dtype=self.dtype, device=self.device)
-        cache.output_weight = self.head.decoding_weight(self.embed.weight, batch)  # (d, V) or None
+        cache.output_weight = self.decoding_weight(batch)
         return cache
+
+    def decoding_weight(self, batch: int) -> torch.Tensor | None:
+        """The LM head's matrix in the layout that decodes `batch` rows fastest, or None (the plain matrix)."""
+        return self.head.decoding_weight(self.embed.weight, batch)
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **options) -> torch.Tensor:
         """Generate token ids with the KV cache (greedy, sampling, beam search); see `lmforge.infer.generate`."""

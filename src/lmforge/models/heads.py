@@ -31,7 +31,7 @@ class HeadInputs:
     mask: torch.Tensor | None = None  # (B, T) 1 for real tokens
     pooled: torch.Tensor | None = None  # (B, d) the backbone's pooler output
     encoder_hidden: torch.Tensor | None = None  # (B, S, d) an encoder-decoder's encoder output
-    decoding_weight: torch.Tensor | None = None  # (d, V) the output matrix in decoding layout
+    decoding_weight: torch.Tensor | None = None  # the output matrix in a decoding layout (see cpu_decoding)
 
 
 class Head(nn.Module, ABC):
@@ -110,12 +110,12 @@ class LMHead(Head):
             self.register_buffer("final_logits_bias", torch.zeros(config.vocab_size))
         else:
             self.final_logits_bias = None
-        self._transposed = cpu_decoding.TransposedCopy()
+        self._decoding = cpu_decoding.DecodingCopies()
         self.quantized: nn.Module | None = None  # an int8 copy of the output matrix (`models.weight_formats`)
 
     def forward(self, hidden: torch.Tensor, inputs: HeadInputs) -> torch.Tensor:
         """hidden (B, T, d) -> logits (B, T, V), through `cpu_decoding.project` (the fastest product for
-        a few rows on the CPU; `inputs.decoding_weight` is this head's matrix laid out (d, V)), or through
+        a few rows on the CPU; `inputs.decoding_weight` is this head's matrix in a decoding layout), or through
         the int8 copy of the matrix when the model was loaded with dtype="int8"."""
         hidden = hidden * self.scale if self.scale != 1.0 else hidden
         if self.quantized is not None:
@@ -128,15 +128,14 @@ class LMHead(Head):
         return embedding if self.tied else self.weight
 
     def decoding_weight(self, embedding: torch.Tensor, batch: int) -> torch.Tensor | None:
-        """The (d, V) copy of the output matrix when decoding `batch` rows here gains from it (see
-        `cpu_decoding`); kept between generations and remade when the matrix changes."""
+        """The output matrix in the layout that decodes `batch` rows here fastest, when one gains (see
+        `cpu_decoding`): (d, V) for one row, packed for 2-16; kept between generations, remade when the matrix changes."""
         matrix = self.output_matrix(embedding)
-        if self.quantized is not None or not cpu_decoding.wants_transposed_copy(batch, matrix.device, matrix.dtype):
-            return None
-        return self._transposed.of(matrix)
+        layout = None if self.quantized is not None else cpu_decoding.decoding_layout(batch, matrix.device, matrix.dtype)
+        return None if layout is None else self._decoding.of(matrix, layout)
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .half(), .cuda(): the copy would be stale
-        self._transposed.clear()
+        self._decoding.clear()
         return super()._apply(fn, *args, **kwargs)
 
 

@@ -25,7 +25,7 @@ class KVCache:
         self.max_len = max_len
         self.length = 0
         self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
-        self.output_weight: torch.Tensor | None = None  # (d, V): the LM head's matrix for one-row decoding
+        self.output_weight: torch.Tensor | None = None  # the LM head's matrix in its decoding layout
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store (B, Hkv, T, D) keys/values after the cached ones; return all of them (B, Hkv, length+T, D)."""

@@ -65,19 +65,26 @@ class RunningBatch:
 
     def add(self, row, cache: KVCache) -> None:
         """Let `row` join with `cache`, the one-row cache of its prefill (cross keys/values included)."""
+        self.join([row], cache)
+
+    def join(self, rows: list, cache: KVCache, mask: torch.Tensor | None = None) -> None:
+        """Let `rows` join with `cache`, the cache of their prefill (one row each, cross keys/values
+        included); `mask` (len(rows), cache.length) marks their real tokens (left padding), None: all real."""
         own = cache.length
         end = max(self.length, own)
         capacity = end + HEADROOM
-        new_keys = right_align(cache.keys, 3, own, end, capacity)  # (L, 1, Hkv, capacity, D)
+        if mask is None:
+            mask = torch.ones(len(rows), own, dtype=torch.long, device=cache.keys.device)
+        new_keys = right_align(cache.keys, 3, own, end, capacity)  # (L, n, Hkv, capacity, D)
         new_values = right_align(cache.values, 3, own, end, capacity)
-        new_mask = right_align(torch.ones(1, own, dtype=torch.long, device=cache.keys.device), 1, own, end, capacity)
+        new_mask = right_align(mask.long(), 1, own, end, capacity)  # (n, capacity)
         if self.rows:
             old = self.length
             new_keys = torch.cat([right_align(self.cache.keys, 3, old, end, capacity), new_keys], dim=1)
             new_values = torch.cat([right_align(self.cache.values, 3, old, end, capacity), new_values], dim=1)
             new_mask = torch.cat([right_align(self.mask, 1, old, end, capacity), new_mask], dim=0)
         cross = self._joined_cross(cache)
-        self.rows.append(row)
+        self.rows.extend(rows)
         self.cache = self._new_cache(len(self.rows), new_keys, new_values, end)
         self.cache.cross = cross
         self.mask = new_mask

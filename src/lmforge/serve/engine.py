@@ -2,8 +2,9 @@
 
 The scheduler is a small loop (admit, prefill, decode, evict), as in vLLM and TGI:
 - generation requests wait in a bounded queue; a waiting request is admitted while the running batch
-  has room and is prefilled alone, `prefill_chunk` prompt tokens per loop turn, so the rows already
-  decoding get a step between chunks;
+  has room and is prefilled within `prefill_chunk` prompt tokens per loop turn, so the rows already
+  decoding get a step between chunks: a decoder's fresh prompts that fit together are prefilled in one
+  batched forward (left-padded) and join at once, a longer prompt is fed alone chunk by chunk;
 - a prefilled row joins the running batch (`RunningBatch`), which feeds one token to every row per
   step; a row leaves as soon as it finishes or its client has gone, the others are never recomputed;
 - encoder work (embeddings, fill-mask, classification, tagging) is micro-batched by token count
@@ -187,14 +188,14 @@ class Engine:
         self._fail_everything(self.stop_message)
 
     def _turn(self) -> None:
-        """One loop turn: drop cancelled work, admit, one micro-batch of encoder jobs, one prefill chunk,
+        """One loop turn: drop cancelled work, admit, one micro-batch of encoder jobs, one turn's prefill,
         one decoding step."""
         self._drop_cancelled()
         self._admit()
         if self.encoder_jobs:
             self._run_encoder_jobs()
         if self.prefilling:
-            self._prefill_chunk(self.prefilling[0])
+            self._prefill()
         if len(self.batch):
             self._decode_step()
 
@@ -237,14 +238,63 @@ class Engine:
         tokenizer = self.model.tokenizer
         prompt = [] if self.is_seq2seq else request.ids
         request.text = TextStream(tokenizer.decode, prompt, sampling.stop)
-        decoder_tokens = 1 if self.is_seq2seq else len(request.ids)
-        request.cache = self.model.new_cache(1, decoder_tokens)
+
+    def _prefill(self) -> None:
+        """This turn's prompt work, at most `prefill_chunk` tokens: the next chunk of a prompt already
+        started or too long for one turn (and every encoder-decoder source), or else, for decoders, the
+        waiting prompts that fit in the budget together, left-padded to the longest, in one forward pass."""
+        first = self.prefilling[0]
+        if self.is_seq2seq or first.prefilled or len(first.ids) > self.prefill_chunk:
+            self._prefill_chunk(first)
+            return
+        group, width = [], 0
+        for request in self.prefilling:
+            wider = max(width, len(request.ids))
+            if request.prefilled or wider * (len(group) + 1) > self.prefill_chunk:
+                break
+            group.append(request)
+            width = wider
+        self._prefill_together(group, width)
+
+    def _prefill_together(self, group: list[GenerationRequest], width: int) -> None:
+        """Prefill whole decoder prompts as one left-padded batch; pick their first tokens and let the
+        unfinished ones join the running batch with their rows of the cache."""
+        device = self.model.device
+        ids = torch.zeros(len(group), width, dtype=torch.long, device=device)  # (n, width)
+        mask = torch.zeros_like(ids)
+        for row, request in enumerate(group):
+            ids[row, width - len(request.ids):] = torch.tensor(request.ids, dtype=torch.long)
+            mask[row, width - len(request.ids):] = 1
+        for request in group:
+            self.prefilling.remove(request)
+        try:
+            cache = self.model.new_cache(len(group), width)
+            padded = None if bool(mask.all()) else mask
+            logits = self.model(ids, attention_mask=padded, cache=cache, last_only=True).logits[:, -1].float()
+        except Exception as error:  # noqa: BLE001 - reported to these clients, the engine keeps serving
+            for request in group:
+                request.sink(Event("error", message=f"generation failed: {error}"))
+                request.cancelled = True
+            return
+        for request in group:
+            request.prefilled = len(request.ids)
+        self.metrics.count("prompt_tokens", sum(len(request.ids) for request in group))
+        picked = self._pick(group, logits)
+        joining = [row for row, request in enumerate(group) if self._emit(request, picked[row])]
+        if len(joining) < len(group):
+            index = torch.tensor(joining, dtype=torch.long, device=device)
+            cache.reorder(index)
+            mask = mask.index_select(0, index)
+        if joining:
+            self.batch.join([group[row] for row in joining], cache, mask)
 
     def _prefill_chunk(self, request: GenerationRequest) -> None:
         """Feed the next `prefill_chunk` prompt tokens; on the last chunk pick the first token and join the batch."""
         model, device = self.model, self.model.device
 
         def work() -> None:
+            if request.cache is None:
+                request.cache = model.new_cache(1, 1 if self.is_seq2seq else len(request.ids))
             if self.is_seq2seq:
                 source = torch.tensor([request.ids], dtype=torch.long, device=device)  # (1, S)
                 encoded = model.encode(source)  # the encoder runs once, whole
