@@ -9,6 +9,9 @@
   head's output matrix too (tied to the embedding or not: with a 50k vocabulary it is a large share of
   a small model's bytes); activations stay float32 between layers. The token embedding table stays
   float32: a lookup reads one row per token, so quantizing it would save memory, not time.
+- int8-dynamic: the same int8 weights, and each row of activations quantized to 8 bits on the fly before
+  every linear layer (`Int8Linear` "dynamic"): fbgemm's int8 x int8 kernel, 2-4x faster on an x86 CPU than
+  the weight-only one, at some more rounding (its quality cost: `bench/weight_formats.py`); CPU only.
 An int8 model is for inference only: it cannot be trained or saved (`has_int8_weights`).
 """
 
@@ -18,11 +21,13 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..nn.quantized import Int8Linear, has_int8_weights, quantize_linears
+from ..nn.quantized import Int8Linear, dynamic_available, has_int8_weights, int8_activations, quantize_linears
 from .heads import LMHead
 from .lora import lora_layers, merge_and_unload
 
-WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
+WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8,
+                 "int8-dynamic": torch.int8}
+INT8_ACTIVATIONS = {"int8": "weight-only", "int8-dynamic": "dynamic"}  # the int8 formats' `Int8Linear` products
 ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
 INFERENCE_ONLY = "int8 is for inference only"
 
@@ -48,6 +53,8 @@ def check_device_runs(name: str, device: torch.device | str) -> None:
     device = torch.device(device)
     if name == "fp16" and device.type == "cpu":
         raise InputError("dtype fp16 needs a CUDA device; on the CPU use bf16 (or int8)")
+    if name == "int8-dynamic" and (device.type != "cpu" or not dynamic_available()):
+        raise InputError("dtype int8-dynamic needs fbgemm's int8 kernels on an x86 CPU; use int8 (weight-only) here")
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise InputError(f"this GPU ({device}) cannot compute in bf16; use fp16 or fp32")
 
@@ -72,7 +79,7 @@ def to_weight_format(model, dtype: str | torch.dtype | None):
     model.eval()  # a weight format is for inference: dropout off
     if name == "fp32":
         return model if model.dtype == torch.float32 else model.float()
-    if name != "int8":
+    if name not in INT8_ACTIVATIONS:
         return model.to(WEIGHT_DTYPES[name])
     check_finite(model)
     if lora_layers(model):
@@ -80,15 +87,18 @@ def to_weight_format(model, dtype: str | torch.dtype | None):
     head = model.head
     if isinstance(head, LMHead):
         matrix = head.output_matrix(model.embed.weight)  # (V, d)
-        head.quantized = Int8Linear.from_matrix(matrix)
+        head.quantized = Int8Linear.from_matrix(matrix, activations=INT8_ACTIVATIONS[name])
         if not head.tied:
             head.weight = None  # the int8 copy replaces it
-    quantize_linears(model)
+    quantize_linears(model, INT8_ACTIVATIONS[name])
     for param in model.parameters():
         param.requires_grad_(False)
     return model
 
 
 def model_weight_format(model: nn.Module) -> str:
-    """"int8" for a model holding int8 weights, else the registry name of its parameters' dtype."""
-    return "int8" if has_int8_weights(model) else weight_format_name(next(model.parameters()).dtype)
+    """"int8" or "int8-dynamic" for a model holding int8 weights, else the registry name of its parameters' dtype."""
+    activations = int8_activations(model)
+    if activations is not None:
+        return next(name for name, kind in INT8_ACTIVATIONS.items() if kind == activations)
+    return weight_format_name(next(model.parameters()).dtype)
