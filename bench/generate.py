@@ -2,8 +2,8 @@
 
 Random GPT-2 and Llama-shaped (grouped-query attention, rotary, SwiGLU) models (Hugging Face, seeded)
 are saved and loaded with `lmforge.load(folder, dtype=...)` in each `--dtype` (fp32, bf16, int8:
-weight-only, per-channel); both libraries generate exactly `--new-tokens` tokens (no EOS) on the CPU, at
-each `--batches` size. Hugging Face runs in fp32 (the baseline of every ratio) and, where it supports the
+weight-only, per-channel; int8-dynamic: the same weights, activations rounded to 8 bits per row); both
+libraries generate exactly `--new-tokens` tokens (no EOS) on the CPU, at each `--batches` size. Hugging Face runs in fp32 (the baseline of every ratio) and, where it supports the
 format, in the same dtype (bf16; it has no built-in int8 for the CPU). The timed runs of one size and
 batch are interleaved (HF fp32, HF bf16, lmforge fp32, lmforge bf16, ... in turn, `--repeats` times);
 each ratio is the median over the repeats of that repeat's ratio, tokens/s the median rate.
@@ -16,7 +16,7 @@ and left out); the read bandwidth is measured here, at the start.
 positions equal to lmforge fp32's (random models have near-flat logits, so low-precision formats
 diverge sooner than trained ones; `bench/weight_formats.py` measures the quality on a trained model).
 
-    python bench/generate.py                                   # every size, fp32 bf16 int8, batch 1 and 8
+    python bench/generate.py                                   # every size, every format, batch 1 and 8
     python bench/generate.py --sizes gpt2 --dtype int8 --batches 1 --repeats 5 --threads 1
 """
 
@@ -41,7 +41,7 @@ SIZES = {  # name: (family, its config fields)
         num_hidden_layers=30, hidden_size=576, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536,
         rope_parameters={"rope_type": "default", "rope_theta": 100000.0})),
 }
-DTYPES = ("fp32", "bf16", "int8")
+DTYPES = ("fp32", "bf16", "int8", "int8-dynamic")
 HF_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # the formats HF runs on the CPU without extras
 
 

@@ -32,7 +32,7 @@ from lmforge.tokenizer import train_tokenizer
 DATA = Path(__file__).parents[2] / "shared" / "data"
 TEXT = DATA / "pretrain" / "tinyshakespeare.txt"
 SENTENCES = DATA / "classification" / "sst2.dev.txt"
-FORMATS = ("fp32", "bf16", "int8")
+FORMATS = ("fp32", "bf16", "int8", "int8-dynamic")
 
 
 def train_decoder(folder: Path, seconds: int, vocab: int, layers: int, width: int) -> Path:
