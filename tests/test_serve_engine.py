@@ -10,7 +10,7 @@ import lmforge
 from lmforge.serve.batch import RunningBatch
 from lmforge.serve.engine import Engine, Event, GenerationRequest, Sampling
 from lmforge.serve.metrics import Metrics
-from lmforge.serve.text import TextStream
+from lmforge.serve.text import PROMPT_CONTEXT, TextStream
 
 from serve_helpers import tiny_checkpoints
 
@@ -123,6 +123,20 @@ def test_text_stream_never_splits_a_character_nor_shows_a_stop_string(checkpoint
     stream = TextStream(tokenizer.decode, [], [])
     pieces = [stream.push(i) for i in ids] + [stream.flush()]
     assert "".join(pieces) == text and not any("\ufffd" in p for p in pieces)
+
+    decoded = []  # how many ids each decode call reads
+
+    def counting_decode(ids):
+        decoded.append(len(ids))
+        return tokenizer.decode(ids)
+
+    prompt = tokenizer.encode("the cat sat on the mat and", add_special_tokens=False)
+    long_ids = (ids + tokenizer.encode(" the cat sat on the mat,", add_special_tokens=False)) * 20
+    stream = TextStream(counting_decode, prompt, [])
+    pieces = [stream.push(i) for i in long_ids] + [stream.flush()]
+    context = prompt[-PROMPT_CONTEXT:]
+    assert "".join(pieces) == tokenizer.decode(context + long_ids)[len(tokenizer.decode(context)):]
+    assert max(decoded) <= PROMPT_CONTEXT + 4  # a token decodes a few ids of context, not the whole text so far
 
     stream = TextStream(tokenizer.decode, [], ["🙂 d"])
     pieces = [stream.push(i) for i in ids]
