@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import KVCache
+from .decoding_linear import DecodingLinear
 from .norms import RMSNorm
 
 
 class Attention(nn.Module):
-    """q, fused kv and output projections (plain `nn.Linear`s, so adapters can wrap them) around
-    `F.scaled_dot_product_attention`.
+    """q, fused kv and output projections (`nn.Linear`s, so adapters can wrap them, with a fast path for
+    batched decoding: `DecodingLinear`) around `F.scaled_dot_product_attention`.
 
     Self-attention reads keys/values from `x` (and appends them to the cache when one is given);
     cross-attention reads them from `context`, computing them once per encoded input when cached.
@@ -35,9 +36,9 @@ class Attention(nn.Module):
         super().__init__()
         self.n_heads, self.d_head, self.cross = n_heads, d_head, cross
         self.n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        self.q = nn.Linear(d_model, n_heads * d_head, bias=bias)
-        self.kv = nn.Linear(d_model, 2 * self.n_kv_heads * d_head, bias=bias)
-        self.o = nn.Linear(n_heads * d_head, d_model, bias=bias if out_bias is None else out_bias)
+        self.q = DecodingLinear(d_model, n_heads * d_head, bias=bias)
+        self.kv = DecodingLinear(d_model, 2 * self.n_kv_heads * d_head, bias=bias)
+        self.o = DecodingLinear(n_heads * d_head, d_model, bias=bias if out_bias is None else out_bias)
         self.q_norm = RMSNorm(d_head, qk_norm_eps) if qk_norm_eps is not None else None
         self.k_norm = RMSNorm(d_head, qk_norm_eps) if qk_norm_eps is not None else None
         self.rotary = rotary

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention
+from .decoding_linear import DecodingLinear
 
 # Linear layers that fuse several projections: (owner class, attribute) -> block names, in row order.
 FUSED_ROWS = {(Attention, "kv"): ("k", "v")}
@@ -102,8 +103,8 @@ class LoRALinear(nn.Linear):
             weight[start:stop] += sign * pair.delta().to(weight.dtype)
 
     def plain(self) -> nn.Linear:
-        """A plain `nn.Linear` holding the merged weight (this layer stays as it was)."""
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+        """A plain `nn.Linear` (`DecodingLinear`) holding the merged weight (this layer stays as it was)."""
+        linear = DecodingLinear(self.in_features, self.out_features, bias=self.bias is not None,
                            device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
             linear.weight.copy_(self.weight)

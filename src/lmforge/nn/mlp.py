@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .decoding_linear import DecodingLinear
+
 ACTIVATION_FUNCTIONS = {
     "gelu": F.gelu,
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
@@ -20,9 +22,9 @@ class MLP(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int, activation: str, gated: bool, bias: bool, dropout: float):
         super().__init__()
-        self.up = nn.Linear(d_model, d_ff, bias=bias)
-        self.gate = nn.Linear(d_model, d_ff, bias=bias) if gated else None
-        self.down = nn.Linear(d_ff, d_model, bias=bias)
+        self.up = DecodingLinear(d_model, d_ff, bias=bias)
+        self.gate = DecodingLinear(d_model, d_ff, bias=bias) if gated else None
+        self.down = DecodingLinear(d_ff, d_model, bias=bias)
         self.act = ACTIVATION_FUNCTIONS[activation]
         self.dropout = nn.Dropout(dropout)
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .decoding_linear import DecodingLinear
+
 MAX_PACKED_ROWS = 16  # above this many rows, dequantize + one GEMM beats the row-wise int8 kernel on the CPU
 PACKED_KERNEL = getattr(torch.ops.aten, "_weight_int8pack_mm", None)
 PACKED_K_MULTIPLE = 16  # torch 2.13's CPU kernel reads out of bounds (wrong results, crashes) for other widths
@@ -147,7 +149,7 @@ def quantize_linears(module: nn.Module, activations: str = "weight-only") -> int
     """Replace every `nn.Linear` under `module` (in place) by an `Int8Linear`; returns how many."""
     count = 0
     for name, child in list(module.named_children()):
-        if type(child) is nn.Linear:
+        if type(child) in (nn.Linear, DecodingLinear):
             setattr(module, name, Int8Linear.from_linear(child, activations))
             count += 1
         else:

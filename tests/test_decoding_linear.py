@@ -1,0 +1,45 @@
+"""`nn.decoding_linear.DecodingLinear`: an `nn.Linear` whose 2-16-row products without gradients read a copy of
+its weight packed for oneDNN; every result equals `F.linear`'s, the copy follows changes to the weight."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmforge.nn.decoding_linear import MAX_FAST_ROWS, DecodingLinear, is_packed, packing_available
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7, MAX_FAST_ROWS, MAX_FAST_ROWS + 1, 40])
+@pytest.mark.parametrize("out_features,in_features,bias", [(5, 3, True), (96, 64, False), (130, 257, True)])
+def test_every_row_count_gives_the_plain_product(rows, out_features, in_features, bias):
+    layer = DecodingLinear(in_features, out_features, bias=bias)
+    x = torch.randn(2, rows, in_features)
+    with torch.inference_mode():
+        out = layer(x)  # 2 * rows rows
+        packed = layer._decoding._copies.get("packed")
+        assert (packed is not None and is_packed(packed[1])) == (packing_available() and 2 * rows <= MAX_FAST_ROWS)
+        each_alone = torch.cat([layer(x[:, i:i + 1]) for i in range(rows)], dim=1)  # 2 rows each
+    torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, each_alone, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_and_state_dict_are_those_of_nn_linear():
+    layer = DecodingLinear(8, 4)
+    plain = torch.nn.Linear(8, 4)
+    plain.load_state_dict(layer.state_dict())
+    assert list(layer.state_dict()) == list(plain.state_dict())
+    x = torch.randn(3, 8, requires_grad=True)
+    layer(x).sum().backward()  # 3 rows with autograd: the plain product, gradients to the weight
+    assert layer.weight.grad is not None and layer._decoding._copies == {}
+
+
+def test_the_packed_copy_follows_in_place_updates_and_dtype_changes():
+    layer = DecodingLinear(16, 8)
+    x = torch.randn(4, 16)
+    with torch.no_grad():
+        layer(x)
+        layer.weight.mul_(2)  # an optimizer step, a merged adapter
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+        layer.double()
+        assert layer(x.double()).dtype == torch.float64  # the plain product for other dtypes
