@@ -16,6 +16,7 @@ The int8 layers hold buffers, not parameters: they cannot be trained.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -31,8 +32,10 @@ DYNAMIC_KERNEL = getattr(torch.ops.quantized, "linear_dynamic", None)
 ACTIVATIONS = ("weight-only", "dynamic")  # Int8Linear's two products (see the module docstring)
 # 7-bit activation codes: fbgemm's AVX2 kernel sums pairs of u8 x s8 products in int16, which 8-bit codes can overflow
 REDUCE_RANGE = True
+TINY = torch.finfo(torch.float32).tiny
 
 
+@functools.cache
 def dynamic_available() -> bool:
     """Whether this torch build has fbgemm's dynamic int8 linear kernel (x86 CPUs)."""
     return DYNAMIC_KERNEL is not None and any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm"))
@@ -73,21 +76,22 @@ def prepack_dynamic(q: torch.Tensor, scale: torch.Tensor):
         return torch.ops.quantized.linear_prepack(codes, None)
 
 
-def dynamic_int8_matmul(x: torch.Tensor, packed, calibration: torch.Tensor) -> torch.Tensor:
-    """x (..., K) float32 @ W^T through fbgemm's dynamic int8 kernel, every row quantized on its own scale.
+def dynamic_int8_matmul(x: torch.Tensor, packed, calibration: torch.Tensor,
+                        bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (..., K) float32 @ W^T (+ bias) through fbgemm's dynamic int8 kernel, every row quantized on its own scale.
 
     The kernel picks one activation scale for the whole input from its minimum and maximum. Each row is
-    divided by its largest magnitude (so it lies in [-1, 1]) and a calibration row (+1, -1, 0, ...) is
-    appended, so that range is always exactly [-1, 1]: every row gets the same 8-bit grid relative to its
-    own size, whatever the other rows hold; the outputs are scaled back per row."""
+    divided by its largest magnitude (so it lies in [-1, 1]) and a calibration row (+1, -1, 0, ...), (1, K),
+    is put first, so that range is always exactly [-1, 1]: every row gets the same 8-bit grid relative to its
+    own size, whatever the other rows hold; the outputs are scaled back per row. Few ops: batch-1 decoding
+    calls this once per layer per token."""
     rows, width = x.shape[:-1].numel(), x.shape[-1]
-    flat = x.reshape(rows, width).float()  # (rows, K)
-    peak = flat.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny)  # (rows, 1)
-    unit = flat.new_empty(rows + 1, width)  # (rows + 1, K)
-    torch.div(flat, peak, out=unit[:rows])
-    unit[rows] = calibration
-    out = DYNAMIC_KERNEL(unit, packed, REDUCE_RANGE)[:rows] * peak  # (rows, N)
-    return out.reshape(*x.shape[:-1], -1).to(x.dtype)
+    flat = x.reshape(rows, width)  # (rows, K)
+    peak = torch.linalg.vector_norm(flat, float("inf"), dim=1, keepdim=True).clamp_min_(TINY)  # (rows, 1)
+    unit = torch.cat([calibration, flat / peak])  # (1 + rows, K)
+    out = DYNAMIC_KERNEL(unit, packed, REDUCE_RANGE)[1:]  # (rows, N)
+    out = out * peak if bias is None else torch.addcmul(bias, out, peak)
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 class Int8Linear(nn.Module):
@@ -124,14 +128,14 @@ class Int8Linear(nn.Module):
         return self.qweight.to(dtype) * self.scale.to(dtype)[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
-        if self.activations == "dynamic" and x.device.type == "cpu" and dynamic_available():
+        if (self.activations == "dynamic" and x.device.type == "cpu" and x.dtype == torch.float32
+                and dynamic_available()):
             if self._dynamic is None:
-                calibration = torch.zeros(self.in_features)
-                calibration[0], calibration[-1] = 1.0, -1.0
+                calibration = torch.zeros(1, self.in_features)  # (1, K)
+                calibration[0, 0], calibration[0, -1] = 1.0, -1.0
                 self._dynamic = (prepack_dynamic(self.qweight, self.scale), calibration)
-            out = dynamic_int8_matmul(x, *self._dynamic)
-        else:
-            out = int8_matmul(x, self.qweight, self.scale, self.scale_bf16)
+            return dynamic_int8_matmul(x, *self._dynamic, self.bias)
+        out = int8_matmul(x, self.qweight, self.scale, self.scale_bf16)
         if self.bias is None:
             return out
         return out + (self.bias if self.bias.dtype == out.dtype else self.bias.to(out.dtype))
