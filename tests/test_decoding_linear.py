@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.nn.decoding_linear import MAX_FAST_ROWS, DecodingLinear, is_packed, packing_available
+from lmforge.nn.decoding_linear import MAX_FAST_ROWS, DecodingLinear, decoding_products, is_packed, packing_available
 
 
 @pytest.mark.parametrize("rows", [1, 2, 7, MAX_FAST_ROWS, MAX_FAST_ROWS + 1, 40])
@@ -16,6 +16,9 @@ def test_every_row_count_gives_the_plain_product(rows, out_features, in_features
     layer = DecodingLinear(in_features, out_features, bias=bias)
     x = torch.randn(2, rows, in_features)
     with torch.inference_mode():
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))  # outside a decoding loop: F.linear
+        assert layer._decoding._copies == {}
+    with torch.inference_mode(), decoding_products():
         out = layer(x)  # 2 * rows rows
         packed = layer._decoding._copies.get("packed")
         assert (packed is not None and is_packed(packed[1])) == (packing_available() and 2 * rows <= MAX_FAST_ROWS)
@@ -37,9 +40,25 @@ def test_gradients_and_state_dict_are_those_of_nn_linear():
 def test_the_packed_copy_follows_in_place_updates_and_dtype_changes():
     layer = DecodingLinear(16, 8)
     x = torch.randn(4, 16)
-    with torch.no_grad():
+    with torch.no_grad(), decoding_products():
         layer(x)
         layer.weight.mul_(2)  # an optimizer step, a merged adapter
         torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
         layer.double()
         assert layer(x.double()).dtype == torch.float64  # the plain product for other dtypes
+
+
+def test_generation_uses_the_packed_copies_and_keeps_its_tokens():
+    import lmforge
+
+    torch.manual_seed(0)
+    model = lmforge.build_model(lmforge.presets.get("tiny-gpt2").replace(dropout=0.0), "causal-lm").eval()
+    prompts = torch.randint(3, 500, (4, 3), generator=torch.Generator().manual_seed(1))
+    tokens = model.generate(prompts, max_new_tokens=6, eos_token_id=[])
+    layers = [m for m in model.modules() if isinstance(m, DecodingLinear)]
+    assert layers and all(("packed" in m._decoding._copies) == packing_available() for m in layers)
+    stepwise = prompts
+    with torch.no_grad():  # the plain products, one forward per token over the whole sequence
+        for _ in range(6):
+            stepwise = torch.cat([stepwise, model(stepwise).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(tokens, stepwise)

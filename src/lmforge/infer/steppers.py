@@ -12,6 +12,7 @@ import torch
 
 from ..errors import InputError
 from ..models.heads import LMHead
+from ..nn.decoding_linear import decoding_products
 
 
 class _Stepper:
@@ -64,7 +65,9 @@ class DecoderOnlyStepper(_Stepper):
     def _run(self, ids: torch.Tensor, new: int) -> torch.Tensor:
         self.length += new
         mask = None if self.mask is None else self.mask[:, :self.length]
-        return self.model(ids, attention_mask=mask, cache=self.cache, last_only=True).logits[:, -1].float()  # (B, V)
+        with decoding_products():
+            out = self.model(ids, attention_mask=mask, cache=self.cache, last_only=True)
+        return out.logits[:, -1].float()  # (B, V)
 
     def prefill(self) -> torch.Tensor:
         return self._run(self.start, self.start.shape[1])
@@ -93,7 +96,8 @@ class EncoderDecoderStepper(_Stepper):
         self.prompt_mask = None
 
     def _decode(self, ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, V)
-        out = self.model(attention_mask=self.source_mask, encoder_hidden_states=self.encoded,
+        with decoding_products():
+            out = self.model(attention_mask=self.source_mask, encoder_hidden_states=self.encoded,
                          decoder_input_ids=ids, cache=self.cache, last_only=True)
         return out.logits[:, -1].float()
 

@@ -10,10 +10,14 @@ them for the LM head; `DecodingLinear` for every projection inside the blocks.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+_DECODING = contextvars.ContextVar("lmforge_decoding", default=False)  # inside `decoding_products()`
 MAX_FAST_ROWS = 16  # beyond this many rows, the ordinary F.linear is as fast; the packed layout is made for it
 
 
@@ -61,10 +65,22 @@ class DecodingCopies:
         self._copies = {}
 
 
+@contextlib.contextmanager
+def decoding_products():
+    """Inside this context (a decoding loop), `DecodingLinear` layers use their packed copies. Outside it every
+    product is `F.linear`, so an encoder's or a classifier's outputs do not depend on how many rows a call has."""
+    token = _DECODING.set(True)
+    try:
+        yield
+    finally:
+        _DECODING.reset(token)
+
+
 class DecodingLinear(nn.Linear):
-    """An `nn.Linear` (same parameters, same state-dict names, adapters wrap it alike) that multiplies
-    2-16 float32 rows on the CPU, when no gradient is needed, through a packed copy of its weight (see the
-    module docstring); every other call is `F.linear`. The copy is made on the first such call."""
+    """An `nn.Linear` (same parameters, same state-dict names, adapters wrap it alike) that, inside
+    `decoding_products()`, multiplies 2-16 float32 rows on the CPU, when no gradient is needed, through a
+    packed copy of its weight (see the module docstring); every other call is `F.linear`. The copy is made on
+    the first such call."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -72,7 +88,7 @@ class DecodingLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         rows = x.shape[:-1].numel()
-        if (1 < rows <= MAX_FAST_ROWS and not torch.is_grad_enabled() and x.device.type == "cpu"
+        if (1 < rows <= MAX_FAST_ROWS and _DECODING.get() and not torch.is_grad_enabled() and x.device.type == "cpu"
                 and x.dtype == torch.float32 and self.weight.dtype == torch.float32 and packing_available()):
             packed = self._decoding.of(self.weight, "packed")
             if packed is not None:
