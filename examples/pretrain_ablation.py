@@ -26,7 +26,7 @@ from lmforge.finetune import DataOptions, FinetuneRequest, finetune
 from lmforge.models import build_model
 from lmforge.tokenizer import train_tokenizer
 from lmforge.train import Trainer, TrainSettings, seed_everything
-from lmforge.train.pretraining import ShardBatches, fit_config_to_tokenizer, masked_lm_loss
+from lmforge.train.pretraining import ShardBatches, fit_config_to_tokenizer
 from lmforge.train.recipe import RECIPES
 
 BERT = {"norm_placement": "post", "final_norm": False, "bias": True, "dropout": 0.1, "attention_dropout": 0.1}
@@ -81,7 +81,7 @@ def run_variant(name: str, steps: int, work: Path) -> dict:
     out = work / name
     trainer = Trainer(model, settings, lambda m, r, w: ShardBatches(shards, objective, m, 128, r, w),
                       lambda: ShardBatches(shards, eval_objective, 32, 128, split="valid", shuffle=False),
-                      out_dir=out, loss_fn=masked_lm_loss, progress=False)
+                      out_dir=out, loss_fn=MaskedLM.loss, progress=False)
     started = time.perf_counter()
     summary = trainer.fit()
     pretrain_s = time.perf_counter() - started

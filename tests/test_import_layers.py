@@ -196,9 +196,8 @@ def registered_names() -> set[str]:
 
 
 # Modules that may still compare a registered name: the Hugging Face rule tables (their architectures and
-# model types are Hugging Face's names), and the pretraining objectives' loss and options (pending: the
-# s3-rtd branch rewrites objective_loss).
-NAME_COMPARISONS_ALLOWED = ("lmforge.checkpoint.hf", "lmforge.train.pretraining", "lmforge.train.recipe")
+# model types are Hugging Face's names).
+NAME_COMPARISONS_ALLOWED = ("lmforge.checkpoint.hf",)
 
 
 def test_no_code_compares_task_names_outside_the_registries():

@@ -14,7 +14,7 @@ from finetune_helpers import sentiment_lines, wordpiece_tokenizer, write_lines
 from lmforge import presets
 from lmforge.cli import main
 from lmforge.data import TokenShards, prepare_corpus, unigram_entropy
-from lmforge.demo.curve import Arm, CurvePlan, comparisons, curve_summary, run_curve
+from lmforge.demo.curve import Arm, CurvePlan, comparisons, curve_summary, run_curve, start_curve
 from lmforge.errors import ConfigError, DataError
 from lmforge.eval.evaluate import evaluate
 from lmforge.eval.hits import classification_hits
@@ -93,6 +93,32 @@ def test_a_small_curve_runs_every_arm_at_every_size_and_seed(tmp_path):
     with pytest.raises(DataError, match="has only 20"):
         run_curve(arms, labelled, test, CurvePlan(sizes=(21,), seeds=1, max_length=32), tmp_path / "too_many")
     assert not (tmp_path / "too_many").exists()
+
+
+def test_an_arm_run_in_a_second_process_gives_what_it_gives_here(tmp_path):
+    import torch
+
+    tokenizer = wordpiece_tokenizer(tmp_path / "tok")
+    config = presets.get("tiny-bert").replace(vocab_size=tokenizer.vocab_size, max_positions=32)
+    model = build_model(config, "masked-lm")
+    model.attach_tokenizer(tokenizer)
+    model.save(tmp_path / "base")
+    labelled = [(line[0], line[2:]) for line in sentiment_lines(40, 2)]
+    test = write_lines(tmp_path / "test.txt", sentiment_lines(30, 3))
+    plan = CurvePlan(sizes=(3,), seeds=2, max_length=32, batch_size=4, epochs=1, min_steps=4)
+    arms = [Arm("pretrained", tmp_path / "base", folder="pre")]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = run_curve(arms, labelled, test, plan, tmp_path / "here", say=lambda line: None)[0]
+    finally:
+        torch.set_num_threads(threads)
+    there = start_curve(arms, labelled, test, plan, tmp_path / "there", threads=1).results()[0]
+    assert there.hits == here.hits and there.accuracy == here.accuracy and there.name == "pretrained"
+    assert (tmp_path / "there" / "pre" / "size3_seed0" / "model").is_dir()
+    failing = start_curve([Arm("missing", tmp_path / "nowhere")], labelled, test, plan, tmp_path / "x", threads=1)
+    with pytest.raises(Exception, match="nowhere"):
+        failing.results()  # the other process's error reaches the caller
 
 
 def test_demo_refuses_bad_sizes_before_writing_anything(tmp_path, capsys):

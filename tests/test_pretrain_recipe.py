@@ -9,7 +9,7 @@ import pytest
 from lmforge import presets
 from lmforge.cli import main
 from lmforge.train.recipe import default_recipe
-from lmforge.train.budget import minimum_budget, steps_for_budget
+from lmforge.train.budget import MIN_EVAL_INTERVAL, RESERVE, minimum_budget, plan_steps, steps_for_budget
 from lmforge.errors import ConfigError
 from lmforge.train.optim import learning_rate
 from lmforge.train.settings import TrainSettings
@@ -62,6 +62,9 @@ def test_time_budget_sizes_the_run_and_resumes_exactly(shards, tmp_path):
     steps = run["train"]["max_steps"]
     assert run["time_budget_s"] == 90 and steps >= 1 and summary["steps"] <= steps
     assert summary["steps"] == steps or "time budget" in (summary.get("stopped_early") or "")  # the schedule's end, or the budget
+    assert run["train"]["eval_every"] >= MIN_EVAL_INTERVAL and run["train"]["save_every"] >= MIN_EVAL_INTERVAL
+    evaluated = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "eval_loss" in line]
+    assert evaluated and len(evaluated) <= -(-summary["steps"] // run["train"]["eval_every"])
     # resuming a finished budget run changes nothing; a different budget with --resume is refused
     assert pretrain(shards, out, "--resume", "--time-budget", "120") == 2
 
@@ -79,9 +82,31 @@ def test_bad_budgets_are_one_line_errors_naming_the_minimum(shards, tmp_path, ca
 
 
 def test_budget_arithmetic():
-    assert steps_for_budget(100, 1.0) == 92
+    assert steps_for_budget(100, 1.0) == int(100 * (1 - RESERVE))
     with pytest.raises(ConfigError, match=f"at least {minimum_budget(3.0)} seconds"):
         steps_for_budget(2, 3.0)
+
+
+def evaluations(steps: int, every: int) -> int:
+    return -(-steps // every)  # one every `every` steps and one at the end
+
+
+@pytest.mark.parametrize("seconds, step_s, eval_s", [(300, 0.07, 1.5), (100, 0.1, 2.0), (30, 0.5, 3.0), (12, 0.5, 0.2),
+                                                     (3600, 0.2, 40.0)])
+def test_evaluations_count_against_the_budget_and_are_never_every_step(seconds, step_s, eval_s):
+    steps, every = plan_steps(seconds, step_s, eval_s)
+    usable = seconds * (1 - RESERVE)
+    spent = steps * step_s + evaluations(steps, every) * eval_s
+    assert spent <= usable < spent + step_s + eval_s  # fills the budget, evaluations included
+    assert every >= MIN_EVAL_INTERVAL and every >= steps // 10 and evaluations(steps, every) <= 11
+    bare, _ = plan_steps(seconds, step_s)
+    assert bare - steps >= (evaluations(steps, every) * eval_s) // step_s - 1  # the evaluations' time came off the steps
+    assert plan_steps(seconds, step_s, eval_s, eval_every=5)[1] == 5  # a given interval is kept
+
+
+def test_a_budget_that_cannot_hold_a_step_and_an_evaluation_names_the_minimum():
+    with pytest.raises(ConfigError, match="one training step and one evaluation.*give at least 4 seconds"):
+        plan_steps(2, 1.0, 1.5)
 
 
 def test_budget_and_max_steps_together_and_bad_mask_probability(shards, tmp_path, capsys):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lmforge.cli import main
-from lmforge.data import TokenShards, prepare_corpus
+from lmforge.data import TokenShards, prepare_corpus, unigram_entropy
 from lmforge.tokenizer import train_tokenizer
 
 TEXT = Path(__file__).parents[2] / "shared" / "data" / "pretrain" / "tinyshakespeare.txt"
@@ -22,13 +22,6 @@ def prepared(folder: Path, kind: str, vocab: int, **options) -> Path:
     tokenizer = train_tokenizer(kind, vocab, [TEXT], text_options={"blank_line_docs": True}, **options)
     prepare_corpus([TEXT], tokenizer, folder / "shards", blank_line_docs=True, valid_fraction=0.05, progress=False)
     return folder / "shards"
-
-
-def unigram_entropy(shards: Path) -> float:
-    """Entropy (nats) of the train split's token frequencies: the loss of the best context-free model."""
-    counts = np.bincount(np.asarray(TokenShards(shards).train, dtype=np.int64))
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
 
 
 def run(shards: Path, out: Path, preset: str, *extra: str) -> list[dict]:
@@ -45,7 +38,7 @@ def report(name: str, records: list[dict], **extra) -> None:
 
 def test_tiny_gpt_beats_the_unigram_entropy(tmp_path):
     shards = prepared(tmp_path, "bpe", 512)
-    entropy = unigram_entropy(shards)
+    entropy = unigram_entropy(TokenShards(shards))
     records = run(shards, tmp_path / "gpt", "tiny-gpt2", "--max-steps", "200", "--batch-size", "16",
                   "--seq-len", "64", "--lr", "3e-3", "--warmup-steps", "20", "--eval-every", "100",
                   "--eval-batches", "20", "--log-every", "50", "--save-every", "100")

@@ -18,12 +18,31 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from ..config import ModelConfig
 from ..errors import DataError
+from ..models.build import build_model
+from ..models.electra import DEFAULT_DISCRIMINATOR_WEIGHT, DEFAULT_GENERATOR_SCALE, ElectraPretraining
 from ..tokenizer import Tokenizer
 from .collate import IGNORE_INDEX, attention_mask_for, pad
 
 
-class CausalLM:
+class Objective:
+    """What the pretraining loop needs to know about an objective besides its batches (the registry's
+    entries own these decisions; nothing compares objective names)."""
+
+    family: str  # the model family it trains
+    title: str  # its name in model cards
+    masks_tokens = False  # whether it takes a masking probability (--mask-probability)
+    has_generator = False  # whether it trains a generator beside the model (--generator-scale)
+    loss = None  # the Trainer's loss hook, (model, batch) -> loss; None: the model's own loss on the batch
+
+    @staticmethod
+    def pretraining_model(config: ModelConfig, generator: dict | None = None):
+        """The module this objective trains, randomly initialised: the model of `config` itself."""
+        return build_model(config)
+
+
+class CausalLM(Objective):
     """Next-token prediction on packed fixed-length blocks. Token shards already hold documents back to back,
     each followed by the separator (eos), so a window is a packed block; `pack` does the same for documents
     held in memory."""
@@ -74,7 +93,7 @@ def _required(tokenizer: Tokenizer, role: str, objective: str, hint: str) -> int
     return index
 
 
-class MaskedLM:
+class MaskedLM(Objective):
     """BERT masking: `probability` (15%) of the maskable tokens of each sequence are chosen; of those 80%
     become [MASK], 10% a random token, 10% stay. Special and pad tokens are never chosen. Labels hold the
     original id at chosen positions and -100 elsewhere. `whole_word` chooses whole words (all their
@@ -83,6 +102,13 @@ class MaskedLM:
     family = "encoder"  # the model family it trains
     title = "masked language modelling (15%, 80/10/10)"  # its name in model cards
     short = "masked LM"  # its name in messages
+    masks_tokens = True
+
+    @staticmethod
+    def loss(model, batch: dict):
+        """The masked-LM loss with the head applied at the labelled (~15%) positions only: the same loss as
+        the model's own, 1.4-1.7x faster per step for a small BERT whose vocabulary projection dominates."""
+        return model(**batch, labelled_only=True).loss
 
     def __init__(self, tokenizer: Tokenizer, probability: float = 0.15, whole_word: bool = False,
                  mask_fraction: float = 0.8, random_fraction: float = 0.1):
@@ -151,6 +177,21 @@ class ReplacedTokenDetection(MaskedLM):
 
     title = "ELECTRA replaced-token detection (15% masked, generator samples)"
     short = "replaced-token detection"
+    has_generator = True
+
+    @staticmethod
+    def pretraining_model(config: ModelConfig, generator: dict | None = None):
+        """An `ElectraPretraining` (generator + discriminator; `generator` holds its `scale` and `weight`)
+        whose `saved_model` is the encoder that checkpoints hold."""
+        options = generator or {}
+        return ElectraPretraining.build(config, options.get("scale", DEFAULT_GENERATOR_SCALE),
+                                        options.get("weight", DEFAULT_DISCRIMINATOR_WEIGHT))
+
+    @staticmethod
+    def loss(model, batch: dict):
+        """ELECTRA's loss (generator MLM + weight x discriminator) and its parts for the training log."""
+        out = model(**batch)
+        return out.loss, out.parts()
 
     def __init__(self, tokenizer: Tokenizer, probability: float = 0.15, whole_word: bool = False,
                  mask_fraction: float = 0.85, random_fraction: float = 0.0):
@@ -166,7 +207,7 @@ class ReplacedTokenDetection(MaskedLM):
         return batch
 
 
-class SpanCorruption:
+class SpanCorruption(Objective):
     """T5 span corruption: `noise_density` (15%) of the tokens, in spans of mean length `mean_span_length`
     (3), are dropped from the input; each dropped span becomes one sentinel <extra_id_k> in the input, and
     the target lists every sentinel followed by the span it stands for, then eos. All examples of one
@@ -240,7 +281,7 @@ def _random_partition(total: int, parts: int, rng: np.random.Generator) -> np.nd
     return np.diff(np.concatenate([[0], cuts, [total]]))
 
 
-class TextInfilling:
+class TextInfilling(Objective):
     """BART text infilling: spans with Poisson(`poisson_lambda`=3) lengths are each replaced by a single mask
     token until `mask_ratio` (30%) of the tokens are masked (a zero-length span inserts a mask). With
     `permute_sentences` the sentences of the input are shuffled first. The target is the original text."""

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import shutil
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+import torch
 
 from ..checkpoint.atomic import write_text
 from ..eval.hits import classification_hits
@@ -30,6 +34,9 @@ class Arm:
     name: str
     checkpoint: Path
     from_scratch: bool = False
+    folder: str | None = None  # its runs' folder under the curve's (default: arm<position in the list>)
+    epochs: float | None = None  # its own fine-tuning budget (default: the plan's), e.g. fewer passes for a
+    min_steps: int | None = None  # large model that converges in fewer steps
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,11 @@ class CurvePlan:
     epochs: int = 4  # passes over the labelled examples, but at least min_steps optimizer steps
     min_steps: int = 40
 
-    def steps(self, examples: int) -> int:
-        """Optimizer steps for a run on `examples` labelled examples."""
-        return max(self.min_steps, math.ceil(self.epochs * examples / self.batch_size))
+    def steps(self, examples: int, arm: Arm | None = None) -> int:
+        """Optimizer steps for a run of `arm` (its own budget if it has one) on `examples` labelled examples."""
+        epochs = arm.epochs if arm is not None and arm.epochs is not None else self.epochs
+        least = arm.min_steps if arm is not None and arm.min_steps is not None else self.min_steps
+        return max(least, math.ceil(epochs * examples / self.batch_size))
 
 
 @dataclass
@@ -56,6 +65,7 @@ class ArmResults:
     accuracy: dict[int, list[float]] = field(default_factory=dict)
     hits: dict[int, list[list[bool]]] = field(default_factory=dict)
     wall_s: float = 0.0
+    cpu_s: float = 0.0  # CPU seconds of its process (every thread) for fine-tuning and testing
     energy_wh: float = 0.0
     co2_g: float = 0.0
     kept_checkpoint: str | None = None
@@ -80,11 +90,12 @@ def run_curve(arms: list[Arm], labelled: list[tuple[str, str]], test_file: Path,
             train_file = out / "data" / f"train_{size}_seed{seed}.jsonl"
             write_text(train_file, "".join(json.dumps({"label": label, "text": text}, ensure_ascii=False) + "\n"
                                            for label, text in draws[size, seed]))
-            settings = {"max_steps": plan.steps(len(draws[size, seed])), "batch_size": plan.batch_size, "seed": seed,
-                        "eval_every": 0, "save_every": 0, "log_every": 10}
             line = []
             for index, (arm, result) in enumerate(zip(arms, results)):
-                folder = out / f"arm{index + 1}" / f"size{size}_seed{seed}"
+                settings = {"max_steps": plan.steps(len(draws[size, seed]), arm), "batch_size": plan.batch_size,
+                            "seed": seed, "eval_every": 0, "save_every": 0, "log_every": 10}
+                folder = out / (arm.folder or f"arm{index + 1}") / f"size{size}_seed{seed}"
+                cpu = time.process_time()
                 request = FinetuneRequest("classify", train_file, checkpoint=arm.checkpoint,
                                           from_scratch=arm.from_scratch, settings=settings, data=options)
                 run = finetune(folder, request, progress=False, use_codecarbon=use_codecarbon)
@@ -92,6 +103,7 @@ def run_curve(arms: list[Arm], labelled: list[tuple[str, str]], test_file: Path,
                 result.hits.setdefault(size, []).append(hits)
                 result.accuracy.setdefault(size, []).append(sum(hits) / len(hits))
                 result.wall_s += run.wall_s
+                result.cpu_s += time.process_time() - cpu
                 result.energy_wh += run.energy_kwh * 1000
                 result.co2_g += run.co2_kg * 1000
                 if size == max(plan.sizes) and seed == 0:
@@ -103,6 +115,44 @@ def run_curve(arms: list[Arm], labelled: list[tuple[str, str]], test_file: Path,
     return results
 
 
+def _quiet(line: str) -> None:
+    """`say` for a curve run in another process: its lines are reported by the caller from the results."""
+
+
+class BackgroundCurve:
+    """`run_curve` in a separate process with its own torch threads (`start_curve`); `results()` waits."""
+
+    def __init__(self, arms: list[Arm], labelled, test_file: Path, plan: CurvePlan, out: Path, threads: int):
+        self.pool = multiprocessing.get_context("spawn").Pool(1, initializer=torch.set_num_threads, initargs=(threads,))
+        self.job = self.pool.apply_async(run_curve, (arms, labelled, test_file, plan, out, _quiet))
+        self.pool.close()
+
+    def results(self) -> list[ArmResults]:
+        """The arms' results once the process is done (its error, if it failed, is raised here)."""
+        try:
+            return self.job.get()
+        finally:
+            self.pool.join()
+
+    def stop(self) -> None:
+        """End the process if it still runs (the caller failed or was interrupted)."""
+        self.pool.terminate()
+        self.pool.join()
+
+
+def start_curve(arms: list[Arm], labelled, test_file: Path, plan: CurvePlan, out: Path, threads: int) -> BackgroundCurve:
+    """Start `run_curve` for `arms` in another process with `threads` torch threads: an arm that needs
+    nothing from the rest of an experiment (a published checkpoint) fine-tunes while this process pretrains.
+    Every run is seeded, so the results equal those of `run_curve` in this process at that thread count."""
+    return BackgroundCurve(arms, labelled, test_file, plan, out, threads)
+
+
+def arm_lines(result: ArmResults, sizes: tuple[int, ...]) -> list[str]:
+    """One line per size: the arm's test accuracy in every seed."""
+    return [f"   {size:>3} per class, {result.name.split(' (')[0]}: " + ", ".join(f"{a:.3f}" for a in result.accuracy[size])
+            for size in sizes]
+
+
 def comparisons(first: ArmResults, second: ArmResults, sizes: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     """The paired comparison of `first` against `second` at every size (keyed by the size as text, as in
     summary.json): verdict, interval, p-value."""
@@ -112,4 +162,4 @@ def comparisons(first: ArmResults, second: ArmResults, sizes: tuple[int, ...]) -
 def curve_summary(results: list[ArmResults], sizes: tuple[int, ...]) -> list[dict[str, Any]]:
     """The arms as JSON-ready dicts: points per size, cost, and the fine-tuned model kept."""
     return [{"name": r.name, "points": {str(size): r.point(size) for size in sizes}, "wall_s": r.wall_s,
-             "energy_wh": r.energy_wh, "co2_g": r.co2_g, "checkpoint": r.kept_checkpoint} for r in results]
+             "cpu_s": r.cpu_s, "energy_wh": r.energy_wh, "co2_g": r.co2_g, "checkpoint": r.kept_checkpoint} for r in results]

@@ -35,7 +35,7 @@ from ..seeding import seed_everything
 from ..tokenizer import train_tokenizer
 from ..train.metrics_log import MetricsLog
 from ..train.pretrain import PretrainRequest, pretrain
-from .curve import Arm, CurvePlan, comparisons, curve_summary, run_curve
+from .curve import Arm, CurvePlan, arm_lines, comparisons, curve_summary, run_curve, start_curve
 from .report import plot_curves, terminal_table, write_html
 from .stdlib_corpus import build_task
 
@@ -53,6 +53,10 @@ class DemoBudget:
     seeds: int
     seq_len: int = 64
     batch_size: int = 32
+    epochs: float = 4  # fine-tuning: passes over the k labelled examples per class, but at least min_steps steps
+    min_steps: int = 40
+    minilm_epochs: float = 2  # the 22M-parameter MiniLM converges in fewer steps (README: measured)
+    minilm_min_steps: int = 20
 
     @classmethod
     def named(cls, quick: bool) -> "DemoBudget":
@@ -61,7 +65,8 @@ class DemoBudget:
         return cls(vocab_size=4000, d_model=128, n_layers=2, pretrain_steps=3200, seeds=3, batch_size=16)
 
     def plan(self, sizes: tuple[int, ...]) -> CurvePlan:
-        return CurvePlan(sizes=sizes, seeds=self.seeds, max_length=self.seq_len)
+        return CurvePlan(sizes=sizes, seeds=self.seeds, max_length=self.seq_len, epochs=self.epochs,
+                         min_steps=self.min_steps)
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:
@@ -107,11 +112,12 @@ def _phase(name: str, say) -> float:
 
 def run_demo(out: str | Path, quick: bool = False, overwrite: bool = False, seed: int = 0,
              with_minilm: bool = True, say=print, progress: bool = True,
-             sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
-    """Run the whole experiment into `out`; return the summary (also written to out/summary.json)."""
+             sizes: tuple[int, ...] = SIZES, budget: DemoBudget | None = None) -> dict[str, Any]:
+    """Run the whole experiment into `out`; return the summary (also written to out/summary.json). `budget`:
+    the work of each phase (default: the full or the `quick` one)."""
     out, sizes = Path(out), check_sizes(sizes)
-    budget = DemoBudget.named(quick)
-    started = time.perf_counter()
+    budget = budget or DemoBudget.named(quick)
+    started, cpu_started = time.perf_counter(), time.process_time()
     task = build_task(train_per_label=None)  # every labelled pool docstring; each run draws k per class
     sample_sizes_fit(task.train, sizes)  # a size larger than the data: refused before anything is written
     prepare_out(out, overwrite)
@@ -122,28 +128,46 @@ def run_demo(out: str | Path, quick: bool = False, overwrite: bool = False, seed
     test_file = _write_jsonl(out / "data" / "test.jsonl", [{"label": label, "text": text} for label, text in task.test])
     say(f"   {len(task.pretrain_texts):,} unlabelled docstrings ({corpus.stat().st_size / 1e6:.1f} MB) for pretraining; "
         f"labelled task: {len(task.labels)} packages, up to {len(task.train)} training and {len(task.test)} test docstrings")
-    tokenizer = train_tokenizer("wordpiece", budget.vocab_size, [corpus], lowercase=False)
-    shards_dir = out / "shards"
-    prepare_corpus([corpus], tokenizer, shards_dir, valid_fraction=0.05, progress=False)
-    entropy = unigram_entropy(TokenShards(shards_dir))
-    say(f"   WordPiece tokenizer ({tokenizer.vocab_size:,} tokens), token shards and the corpus's unigram entropy "
-        f"({entropy:.2f} nats) in {time.perf_counter() - started:.0f} s")
-
-    _phase("2/3 pretraining a small BERT with masked-LM (the library's default recipe for its size)", say)
-    pre = pretrain_encoder(shards_dir, budget, out / "pretrain", seed, progress, say)
-    pre["unigram_entropy"] = entropy
-    say(f"   {pre['steps']} steps, {pre['tokens']:,} tokens in {pre['wall_s']:.0f} s ({pre['recipe']} recipe); "
-        f"validation masked-LM loss {pre['eval_loss']:.2f} nats against the corpus's unigram entropy {entropy:.2f}")
-
     checkpoint = out / "pretrain" / "final"
-    arms = [Arm("pretrained here (MLM)", checkpoint), Arm("same architecture, from scratch", checkpoint, True)]
+    arms = [Arm("pretrained here (MLM)", checkpoint, folder="arm1"),
+            Arm("same architecture, from scratch", checkpoint, True, folder="arm2")]
     minilm = minilm_folder() if (with_minilm and not quick) else None  # --quick skips the 22M-parameter arm
-    if minilm is not None:
-        arms.append(Arm("all-MiniLM-L6-v2 (real pretrained)", minilm))
     plan = budget.plan(sizes)
-    _phase(f"3/3 fine-tuning {len(arms)} arms at {', '.join(map(str, sizes))} labelled docstrings per package, "
-           f"{plan.seeds} seeds each", say)
-    results = run_curve(arms, task.train, test_file, plan, out / "finetune", say, use_codecarbon=False)
+    threads = torch.get_num_threads()
+    background = None
+    if minilm is not None:
+        arms.append(Arm("all-MiniLM-L6-v2 (real pretrained)", minilm, folder="arm3", epochs=budget.minilm_epochs,
+                        min_steps=budget.minilm_min_steps))
+        if threads >= 2:  # it needs nothing from pretraining: it fine-tunes in another process meanwhile
+            say(f"   all-MiniLM-L6-v2 fine-tunes in a second process ({threads // 2} of {threads} threads) meanwhile")
+            background = start_curve(arms[2:], task.train, test_file, plan, out / "finetune", threads // 2)
+            torch.set_num_threads(threads - threads // 2)
+    try:
+        tokenizer = train_tokenizer("wordpiece", budget.vocab_size, [corpus], lowercase=False)
+        shards_dir = out / "shards"
+        prepare_corpus([corpus], tokenizer, shards_dir, valid_fraction=0.05, progress=False)
+        entropy = unigram_entropy(TokenShards(shards_dir))
+        say(f"   WordPiece tokenizer ({tokenizer.vocab_size:,} tokens), token shards and the corpus's unigram entropy "
+            f"({entropy:.2f} nats) in {time.perf_counter() - started:.0f} s")
+
+        _phase("2/3 pretraining a small BERT with masked-LM (the library's default recipe for its size)", say)
+        pre = pretrain_encoder(shards_dir, budget, out / "pretrain", seed, progress, say)
+        pre["unigram_entropy"] = entropy
+        say(f"   {pre['steps']} steps, {pre['tokens']:,} tokens in {pre['wall_s']:.0f} s ({pre['recipe']} recipe); "
+            f"validation masked-LM loss {pre['eval_loss']:.2f} nats against the corpus's unigram entropy {entropy:.2f}")
+        _phase(f"3/3 fine-tuning {len(arms)} arms at {', '.join(map(str, sizes))} labelled docstrings per package, "
+               f"{plan.seeds} seeds each", say)
+        local = arms[:2] if background is not None else arms
+        results = run_curve(local, task.train, test_file, plan, out / "finetune", say, use_codecarbon=False)
+        if background is not None:
+            say("   waiting for all-MiniLM-L6-v2's runs")
+            results += background.results()
+            for line in arm_lines(results[2], sizes):
+                say(line)
+    finally:
+        if background is not None:
+            background.stop()
+            torch.set_num_threads(threads)
 
     summary = {
         "corpus": f"{len(task.pretrain_texts):,} docstrings of the Python {platform.python_version()} standard library",
@@ -157,6 +181,9 @@ def run_demo(out: str | Path, quick: bool = False, overwrite: bool = False, seed
         "arms": curve_summary(results, sizes),
         "comparisons": {"pretrained here vs from scratch": comparisons(results[0], results[1], sizes)},
         "wall_s": time.perf_counter() - started,
+        "cpu_s": {"main process": time.process_time() - cpu_started,
+                  **({"second process (MiniLM)": results[2].cpu_s} if background is not None else {})},
+        "threads": threads,
     }
     if len(results) > 2:
         summary["comparisons"]["MiniLM vs pretrained here"] = comparisons(results[2], results[0], sizes)
@@ -166,7 +193,9 @@ def run_demo(out: str | Path, quick: bool = False, overwrite: bool = False, seed
     write_html(summary, out, images)
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     say("\n" + terminal_table(summary))
-    say(f"\nreport: {out / 'report.html'}   summary: {out / 'summary.json'}   ({summary['wall_s']:.0f} s in all)")
+    cpu = ", ".join(f"{seconds:.0f} s in the {name}" for name, seconds in summary["cpu_s"].items())
+    say(f"\nreport: {out / 'report.html'}   summary: {out / 'summary.json'}   ({summary['wall_s']:.0f} s in all on "
+        f"{threads} threads; CPU time {cpu})")
     say(f"use a fine-tuned model:  {summary['use_it']}")
     return summary
 

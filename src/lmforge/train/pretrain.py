@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import presets
 from ..config import ModelConfig
-from ..data import TokenShards
+from ..data import OBJECTIVES, TokenShards
 from ..errors import ConfigError
 from ..models.electra import DEFAULT_DISCRIMINATOR_WEIGHT, DEFAULT_GENERATOR_SCALE
 from ..seeding import seed_everything
@@ -109,7 +109,7 @@ class PretrainRequest:
     def _generator_options(self, objective: str) -> dict | None:
         """RTD's generator options as run.json records them (None for the other objectives, which refuse them)."""
         given = {"--generator-scale": self.generator_scale, "--discriminator-weight": self.discriminator_weight}
-        if objective != "rtd":
+        if not OBJECTIVES[objective].has_generator:
             for flag, value in given.items():
                 if value is not None:
                     raise ConfigError(f"{flag} applies to --objective rtd, not {objective}; drop it")

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import ModelConfig
+from ..data import OBJECTIVES
 from ..errors import ConfigError
 
 @dataclass(frozen=True)
@@ -79,17 +80,14 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-MASKING_OBJECTIVES = ("mlm", "rtd")  # the objectives that take a masking probability
-
-
 def objective_options(objective: str, recipe: Recipe, mask_probability: float | None) -> dict:
     """Constructor options of the objective: the masking probability for masked LM and replaced-token
     detection (given, else the recipe's)."""
     if mask_probability is not None and not 0 < mask_probability < 1:
         raise ConfigError(f"--mask-probability must be between 0 and 1, got {mask_probability}")
-    if objective not in MASKING_OBJECTIVES:
+    if not OBJECTIVES[objective].masks_tokens:
         if mask_probability is not None:
-            raise ConfigError(f"--mask-probability applies to --objective {' or '.join(MASKING_OBJECTIVES)}, "
-                              f"not {objective}; drop it")
+            masking = " or ".join(name for name, entry in OBJECTIVES.items() if entry.masks_tokens)
+            raise ConfigError(f"--mask-probability applies to --objective {masking}, not {objective}; drop it")
         return {}
     return {"probability": mask_probability if mask_probability is not None else recipe.mask_probability}
