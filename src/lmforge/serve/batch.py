@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..nn.cache import KVCache
+from ..nn.decoding_linear import decoding_products
 
 HEADROOM = 32  # tokens of free cache columns allocated at each (re)alignment
 
@@ -142,12 +143,13 @@ class RunningBatch:
         self.mask[:, self.length] = 1
         mask = self.mask[:, :self.length + 1]  # (B, past + 1)
         ids = tokens[:, None]  # (B, 1)
-        if self.source_mask is not None:
-            context = self.cache.keys.new_zeros(len(self.rows), 1, 1)  # unused: cross keys/values are cached
-            out = self.model(attention_mask=self.source_mask, encoder_hidden_states=context, decoder_input_ids=ids,
-                             decoder_attention_mask=mask, cache=self.cache, last_only=True)
-        else:
-            out = self.model(ids, attention_mask=mask, cache=self.cache, last_only=True)
+        with decoding_products():  # the blocks' projections take their decoding layout (nn.decoding_linear)
+            if self.source_mask is not None:
+                context = self.cache.keys.new_zeros(len(self.rows), 1, 1)  # unused: cross keys/values are cached
+                out = self.model(attention_mask=self.source_mask, encoder_hidden_states=context,
+                                 decoder_input_ids=ids, decoder_attention_mask=mask, cache=self.cache, last_only=True)
+            else:
+                out = self.model(ids, attention_mask=mask, cache=self.cache, last_only=True)
         return out.logits[:, -1].float()  # (B, V)
 
     def cache_bytes(self) -> int:
