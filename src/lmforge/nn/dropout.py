@@ -4,8 +4,9 @@ On a CPU, torch draws a dropout mask with `bernoulli_` at about 10 ns an element
 `scaled_dot_product_attention` with `dropout_p > 0` leaves its fused kernel for a path that draws such a
 mask over every (query, key) pair and makes extra passes for rows that see no key; for a GPT-2-shaped
 model with dropout 0.1 that is a sixth of a training step. Here the mask comes from `random_` on 32-bit
-integers, each word giving the random bits of two elements (a drop probability resolved to 1/32768), and
-causal attention with dropout is written out in matrix products, one softmax and that mask.
+integers, each word giving 15 random bits to each of two elements (a drop probability resolved to 1/32768),
+and attention with dropout is written out in matrix products (the causal mask added inside the first), one
+softmax and that mask.
 The masks are as random as `bernoulli_`'s (independent, keep probability 1 - p, kept values scaled by
 1/(1 - p)) and come from torch's generator, so a seeded run is reproducible and a resumed one exact;
 they are different draws from `F.dropout`'s. Other devices keep torch's own fused kernels.
@@ -13,15 +14,12 @@ they are different draws from `F.dropout`'s. Other devices keep torch's own fuse
 
 from __future__ import annotations
 
-import sys
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-HALF_LEVELS = 1 << 16  # values of the lower 16 bits of a word: uniform over all of int16
-UPPER_LEVELS = 1 << 15  # values of the upper 16 bits: random_ fills int32 in [0, 2**31), the sign bit is 0
-CHEAP_MAX_P = 1.0 - 1.0 / UPPER_LEVELS  # above this, torch's own dropout (the thresholds would not fit)
+LEVELS = 1 << 15  # the lower 15 bits of each 16-bit half of a random word (random_ fills int32 in [0, 2**31))
+CHEAP_MAX_P = 1.0 - 1.0 / LEVELS  # above this, torch's own dropout (the threshold would not fit in 15 bits)
 
 
 def cheap_mask(device: torch.device, p: float) -> bool:
@@ -29,16 +27,14 @@ def cheap_mask(device: torch.device, p: float) -> bool:
     return device.type == "cpu" and 0.0 < p <= CHEAP_MAX_P
 
 
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
-    """A CPU bool tensor of `shape`, each element True (kept) with probability 1 - p, independently
-    (0 < p <= CHEAP_MAX_P)."""
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """A CPU tensor of `shape`, each element 1 (kept) with probability 1 - p and 0 otherwise, independently
+    (0 < p <= CHEAP_MAX_P); `dtype` float gives the mask ready to multiply (no conversion in the product)."""
     count = int(torch.Size(shape).numel())
-    words = torch.empty((count + 1) // 2, dtype=torch.int32).random_()  # uniform on [0, 2**31)
-    halves = words.view(torch.int16).view(-1, 2)  # (count/2, 2): each word's lower and upper 16 bits
-    lower = -(HALF_LEVELS // 2) + round(p * HALF_LEVELS)  # int16 below this: dropped (probability p)
-    upper = round(p * UPPER_LEVELS)
-    thresholds = torch.tensor((lower, upper) if sys.byteorder == "little" else (upper, lower), dtype=torch.int16)
-    return (halves >= thresholds).view(-1)[:count].view(shape)
+    halves = torch.empty((count + 1) // 2, dtype=torch.int32).random_().view(torch.int16)  # two elements a word
+    bits = halves.bitwise_and_(LEVELS - 1)  # each uniform on [0, 2**15)
+    keep = torch.ge(bits, round(p * LEVELS), out=torch.empty(bits.shape, dtype=dtype))
+    return keep[:count].view(shape)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -47,7 +43,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         return x
     if not cheap_mask(x.device, p):
         return F.dropout(x, p, training)
-    return x.mul(keep_mask(x.shape, p)).mul_(1.0 / (1.0 - p))  # autograd keeps only the bool mask
+    return x.mul(keep_mask(x.shape, p, x.dtype)).mul_(1.0 / (1.0 - p))  # autograd keeps the mask for backward
 
 
 class Dropout(nn.Dropout):
@@ -68,10 +64,13 @@ def attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p:
     if k.shape[1] != q.shape[1]:  # grouped-query attention: each key/value head serves H / Hkv query heads
         k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))  # (B, H, S, D)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = torch.matmul(q * scale, k.transpose(-2, -1))  # (B, H, T, S)
-    if is_causal:  # query t sees keys 0..t (T == S: no cache)
-        future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu_(1)  # (T, S)
-        scores.masked_fill_(future, float("-inf"))
+    (batch, heads, length, width), keys = q.shape, k.shape[-2]
+    if is_causal:  # query t sees keys 0..t (T == S: no cache): -inf above the diagonal, added in the product
+        future = torch.full((length, keys), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)  # (T, S)
+        scores = torch.baddbmm(future.expand(batch * heads, length, keys), q.reshape(-1, length, width),
+                               k.reshape(-1, keys, width).transpose(1, 2), alpha=scale).view(batch, heads, length, keys)
+    else:
+        scores = torch.matmul(q * scale, k.transpose(-2, -1))  # (B, H, T, S)
     if mask is not None and mask.dtype == torch.bool:
         scores.masked_fill_(~mask, float("-inf"))
     elif mask is not None:
@@ -81,5 +80,5 @@ def attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p:
         weights = torch.nan_to_num(weights, nan=0.0)
     if not cheap_mask(q.device, p):
         return torch.matmul(F.dropout(weights, p), v)
-    kept = weights.mul(keep_mask(weights.shape, p))  # unscaled: the scale goes on the smaller output
+    kept = weights.mul(keep_mask(weights.shape, p, weights.dtype))  # unscaled: the scale goes on the smaller output
     return torch.matmul(kept, v).mul_(1.0 / (1.0 - p))  # (B, H, T, D)
