@@ -223,7 +223,7 @@ CLI_CASES = [
     ("pre-threads-zero", f"{PRE} --out o --threads 0", "--threads"),
     ("pre-precision-fp16-cpu", f"{PRE} --out o --precision fp16 --device cpu", "bf16 or fp32 on CPU"),
     ("pre-precision-int8", f"{PRE} --out o --precision int8", "inference only"),
-    ("ft-precision-int8", f"{FT} --out o --precision int8", "--precision fp32 or bf16"),
+    ("ft-precision-int8", f"{FT} --out o --precision int8", "train in fp32 or bf16 (--precision)"),
     # finetune
     ("ft-train-missing", f"{FT.replace('train.txt', 'nowhere.txt')} --out o", "nowhere.txt"),
     ("ft-model-missing", f"{FT.replace('--from model', '--from nowhere')} --out o", "nowhere"),

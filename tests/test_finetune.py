@@ -77,8 +77,9 @@ def test_classifier_learns_keeps_the_best_checkpoint_and_its_label_map(files, en
 
 
 def test_classifier_learns_in_bf16_with_fp32_master_weights(files, encoder_checkpoint, tmp_path):
-    result = finetune("classify", files["train"], files["valid"], checkpoint=encoder_checkpoint, out=tmp_path / "run",
-                      settings={**QUICK, "max_steps": 80, "eval_every": 40, "precision": "bf16"}, progress=False)
+    settings = {**QUICK, "max_steps": 80, "eval_every": 40, "precision": "bf16"}
+    result = finetune(tmp_path / "run", FinetuneRequest("classify", files["train"], files["valid"],
+                                                        checkpoint=encoder_checkpoint, settings=settings), progress=False)
     assert result.metrics["accuracy"] >= 0.9
     assert lmforge.load(result.model_path).dtype == torch.float32
 

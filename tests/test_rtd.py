@@ -185,7 +185,7 @@ def rtd_command(shards: Path, out: Path, *extra: str, steps: int = 30) -> list[s
 @pytest.fixture(scope="module")
 def finished_run(shards, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("rtd-run") / "run"
-    subprocess.run(rtd_command(shards, out), env=environment(), check=True, timeout=300)
+    subprocess.run(rtd_command(shards, out, "--recipe", "standard"), env=environment(), check=True, timeout=300)
     return out
 
 

@@ -16,8 +16,9 @@ def perplexity(model, token_ids, window: int = 256, batch_size: int = 8, max_win
     consecutive, non-overlapping windows of `window` tokens (the last partial one dropped); each window's
     first token is context only. `max_windows`: score the first N windows. Computed in float32 from the
     model's logits whatever its weight format."""
-    if model.task != "causal-lm":
-        raise InputError(f"perplexity needs a causal-lm model, not a {model.task} one")
+    if not (model.head.language_model and model.config.family == "decoder"):  # next-token logits
+        raise InputError(f"perplexity needs a decoder with a causal-lm head, not a {model.config.family} "
+                         f"with a {model.task} head")
     ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
     window = min(window, model.config.max_positions)
     count = ids.numel() // window if max_windows is None else min(max_windows, ids.numel() // window)
