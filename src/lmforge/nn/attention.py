@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import KVCache
-from .dropout import attention_with_dropout
+from .dropout import attention_with_dropout, cheap_mask
 from .norms import RMSNorm
 
 
@@ -77,7 +77,7 @@ class Attention(nn.Module):
             if cache is not None:
                 k, v = cache.append(layer, k, v)  # (B, Hkv, past+T, D)
         dropout = self.dropout if self.training else 0.0
-        if dropout > 0.0 and q.device.type == "cpu":  # SDPA's CPU kernels have no dropout (see nn.dropout)
+        if cheap_mask(q.device, dropout):  # SDPA's CPU kernels have no dropout (see nn.dropout)
             out = attention_with_dropout(q, k, v, dropout, mask, is_causal, self.scale)  # (B, H, T, D)
         else:
             out = F.scaled_dot_product_attention(

@@ -23,8 +23,9 @@ CHEAP_MAX_P = 1.0 - 1.0 / LEVELS  # above this, torch's own dropout (the thresho
 
 
 def cheap_mask(device: torch.device, p: float) -> bool:
-    """Whether `keep_mask` draws the dropout mask for this device and probability (CPU, 0 < p < 1)."""
-    return device.type == "cpu" and 0.0 < p <= CHEAP_MAX_P
+    """Whether `keep_mask` draws the dropout mask for this device and probability: on the CPU, 0 < p < 1, in
+    eager mode (a compiled graph keeps torch's dropout and SDPA, which the compiler fuses with its own RNG)."""
+    return device.type == "cpu" and 0.0 < p <= CHEAP_MAX_P and not torch.compiler.is_compiling()
 
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype = torch.bool) -> torch.Tensor:

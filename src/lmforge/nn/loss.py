@@ -11,6 +11,7 @@ is computed in float32 whatever the logits' dtype, and the gradient is returned 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -40,5 +41,8 @@ class _CrossEntropy(torch.autograd.Function):
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """Mean cross-entropy of (N, V) logits against (N,) targets over the targets that are not
-    `ignore_index` (NaN when every target is ignored, as `F.cross_entropy`); a float32 scalar."""
+    `ignore_index` (NaN when every target is ignored, as `F.cross_entropy`); a float32 scalar. A compiled
+    graph takes `F.cross_entropy`, which the compiler fuses itself."""
+    if torch.compiler.is_compiling():
+        return F.cross_entropy(logits.float(), targets.long(), ignore_index=ignore_index)
     return _CrossEntropy.apply(logits, targets.long(), ignore_index)
