@@ -1,13 +1,16 @@
 """Training throughput against Hugging Face transformers and against the machine's measured matmul peak.
 
-    python bench/train.py [--precision fp32|bf16] [--size small|gpt2] [--threads N] [--repeats 5] [--steps 2]
+    python bench/train.py [--precision fp32|bf16] [--size small|gpt2] [--threads N] [--repeats R] [--steps S]
+                          [--dropout 0.1] [--compile]
 
 Sides: HF GPT2LMHeadModel with a plain loop in float32 (the reference), HF in the chosen precision
 (bf16: per-op autocast, what HF's Trainer does with bf16=True) and lmforge's Trainer in that precision
 (bf16: fp32 master weights, a bf16 working copy). All start from the SAME weights (the HF model is saved
 once and lmforge loads that folder) and train on the same batches of tinyshakespeare with the GPT-2 BPE
 (ids folded into the vocabulary of the size; random ids when ../shared/data is absent), with dropout 0.1,
-AdamW, clipping at 1.0, so their losses are comparable.
+AdamW, clipping at 1.0, so their losses are comparable. `--dropout 0` compares them without dropout (both then
+take SDPA's fused causal kernel; with dropout, HF takes SDPA's CPU path with dropout and lmforge its own, see
+lmforge.nn.dropout).
 
 Each side is its own long-lived subprocess (its own peak memory: ru_maxrss on CPU, max allocated on
 CUDA) that first runs `--warmup` untimed steps; then the timed blocks of `--steps` steps are interleaved
@@ -33,9 +36,9 @@ from pathlib import Path
 import torch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SIZES = {  # layers, width, vocabulary, sequence length, batch
-    "small": dict(layers=6, width=384, vocab=8192, seq_len=256, batch=8),
-    "gpt2": dict(layers=12, width=768, vocab=50257, seq_len=256, batch=8),
+SIZES = {  # layers, width, vocabulary, sequence length, batch; default timed blocks (each side ~3 minutes at most)
+    "small": dict(layers=6, width=384, vocab=8192, seq_len=256, batch=8, repeats=5, steps=2, warmup=2),
+    "gpt2": dict(layers=12, width=768, vocab=50257, seq_len=256, batch=8, repeats=3, steps=1, warmup=1),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -174,7 +177,8 @@ def save_initial_model(args, folder: str) -> int:
 
     torch.manual_seed(0)
     config = GPT2Config(n_layer=args.layers, n_embd=args.width, n_head=args.width // 64, vocab_size=args.vocab,
-                        n_positions=args.seq_len, bos_token_id=0, eos_token_id=0)
+                        n_positions=args.seq_len, bos_token_id=0, eos_token_id=0, resid_pdrop=args.dropout,
+                        embd_pdrop=args.dropout, attn_pdrop=args.dropout)
     model = GPT2LMHeadModel(config)
     model.save_pretrained(folder)
     return sum(p.numel() for p in model.parameters())
@@ -213,9 +217,10 @@ def main() -> None:
     parser.add_argument("--precision", choices=tuple(DTYPES), default="fp32")
     parser.add_argument("--size", choices=tuple(SIZES), default="small")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per side (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved timed blocks per side")
-    parser.add_argument("--steps", type=int, default=2, help="optimizer steps per timed block")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved timed blocks per side (small: 5, gpt2: 3)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per timed block (small: 2, gpt2: 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (small: 2, gpt2: 1)")
+    parser.add_argument("--dropout", type=float, default=0.1, help="residual, embedding and attention dropout (GPT-2's 0.1)")
     parser.add_argument("--seq-len", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -227,6 +232,8 @@ def main() -> None:
     shape = SIZES[args.size]
     args.layers, args.width, args.vocab = shape["layers"], shape["width"], shape["vocab"]
     args.seq_len, args.batch = args.seq_len or shape["seq_len"], args.batch or shape["batch"]
+    for name in ("repeats", "steps", "warmup"):
+        setattr(args, name, shape[name] if getattr(args, name) is None else getattr(args, name))
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
@@ -250,17 +257,19 @@ def report(args, params: int, results: dict[str, list[dict]], peaks: dict[str, f
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"cpu, {torch.get_num_threads()} thread(s)")
     print(f"GPT-2 {args.size}: {args.layers} layers x {args.width}, vocab {args.vocab}, {params / 1e6:.1f}M parameters, "
-          f"T={args.seq_len}, batch {args.batch}; {where}; {args.repeats} interleaved blocks of {args.steps} steps "
-          f"after {args.warmup} warm-up steps")
+          f"T={args.seq_len}, batch {args.batch}, dropout {args.dropout}; {where}; {args.repeats} interleaved blocks of "
+          f"{args.steps} steps after {args.warmup} warm-up steps; lmforge {'compiled' if args.compile else 'eager'}, HF eager")
     print("measured matmul peak: " + ", ".join(f"{name} {peak / 1e9:,.1f} GFLOP/s" for name, peak in peaks.items()))
     print()
-    print("| side | tokens/s (median) | GFLOP/s | of its precision's peak | mean loss, last block | peak MB |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| side | tokens/s (median) | GFLOP/s (6N+12LTd per token) | matmul peak GFLOP/s | of peak | "
+          "mean loss, last block | peak MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     speed = {side: [tokens / block["seconds"] for block in blocks] for side, blocks in results.items()}
     for side, blocks in results.items():
         median = statistics.median(speed[side])
         flops = flops_per_token * median
-        print(f"| {side} | {median:,.0f} | {flops / 1e9:,.1f} | {flops / peaks[side.split(':')[1]]:.1%} | "
+        peak = peaks[side.split(':')[1]]
+        print(f"| {side} | {median:,.0f} | {flops / 1e9:,.1f} | {peak / 1e9:,.1f} | {flops / peak:.1%} | "
               f"{blocks[-1]['loss']:.4f} | {max(b['peak_mb'] for b in blocks):,.0f} |")
     ours = f"lmforge:{args.precision}"
     print()

@@ -19,6 +19,7 @@ from torch import nn
 from ..config import FAMILIES, ModelConfig
 from ..errors import InputError
 from ..labels import IGNORE_INDEX
+from ..nn.loss import cross_entropy
 from ..nn.mlp import ACTIVATION_FUNCTIONS
 from . import cpu_decoding
 
@@ -55,8 +56,7 @@ class Head(nn.Module, ABC):
         if logits.shape[:-1] != labels.shape:
             raise InputError(f"labels have shape {tuple(labels.shape)} but the {self.task} head "
                              f"expects {tuple(logits.shape[:-1])}")
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).long(),
-                               ignore_index=IGNORE_INDEX)
+        return cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), IGNORE_INDEX)
 
     def aligned(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits and the labels they predict, position for position (evaluation's accuracy)."""

@@ -13,6 +13,7 @@ from torch import nn
 
 from .cache import KVCache
 from .decoding_linear import DecodingLinear
+from .dropout import attention_with_dropout, cheap_mask
 from .norms import RMSNorm
 
 
@@ -76,8 +77,12 @@ class Attention(nn.Module):
                 q, k = self.rotary(q, k, position_ids)
             if cache is not None:
                 k, v = cache.append(layer, k, v)  # (B, Hkv, past+T, D)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal, scale=self.scale, enable_gqa=self.n_kv_heads != self.n_heads,
-        )  # (B, H, T, D)
+        dropout = self.dropout if self.training else 0.0
+        if cheap_mask(q.device, dropout):  # SDPA's CPU kernels have no dropout (see nn.dropout)
+            out = attention_with_dropout(q, k, v, dropout, mask, is_causal, self.scale)  # (B, H, T, D)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout,
+                is_causal=is_causal, scale=self.scale, enable_gqa=self.n_kv_heads != self.n_heads,
+            )  # (B, H, T, D)
         return self.o(out.transpose(1, 2).flatten(2))  # (B, T, d_model)

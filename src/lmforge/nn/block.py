@@ -10,6 +10,7 @@ from torch import nn
 from ..config import ModelConfig
 from .attention import Attention
 from .cache import KVCache
+from .dropout import Dropout
 from .mlp import MLP
 from .norms import make_norm
 
@@ -37,7 +38,7 @@ class Block(nn.Module):
         self.cross_norm = make_norm(c.norm, c.d_model, c.norm_eps) if cross else None
         self.mlp = MLP(c.d_model, c.d_ff, c.activation, c.gated_mlp, c.use_mlp_bias, c.activation_dropout)
         self.mlp_norm = make_norm(c.norm, c.d_model, c.norm_eps)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
 
     def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer: Callable[[torch.Tensor], torch.Tensor]):
         if self.pre_norm:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .decoding_linear import DecodingLinear
+from .dropout import Dropout
 
 ACTIVATION_FUNCTIONS = {
     "gelu": F.gelu,
@@ -26,7 +27,7 @@ class MLP(nn.Module):
         self.gate = DecodingLinear(d_model, d_ff, bias=bias) if gated else None
         self.down = DecodingLinear(d_ff, d_model, bias=bias)
         self.act = ACTIVATION_FUNCTIONS[activation]
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d_model) -> (B, T, d_model)
         if self.gate is None:

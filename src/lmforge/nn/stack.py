@@ -11,6 +11,7 @@ from ..config import ModelConfig
 from ..errors import InputError
 from .block import Block
 from .cache import KVCache
+from .dropout import Dropout
 from .masks import key_padding_mask, self_attention_mask, with_bias
 from .norms import make_norm
 from .positions import LearnedPositions, RelativePositionBias, SinusoidalPositions, new_position_ids
@@ -47,7 +48,7 @@ class Stack(nn.Module):
         self.blocks = nn.ModuleList(Block(c, cross, c.window_of(i) if causal else None, self.rotary)
                                     for i in range(n_layers))
         self.final_norm = make_norm(c.norm, c.d_model, c.norm_eps) if c.final_norm else None
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
 
     def forward(self, embeds: torch.Tensor, key_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, context: torch.Tensor | None = None,

@@ -1,0 +1,94 @@
+"""The CPU dropout masks and attention with dropout (lmforge.nn.dropout) against torch's own kernels."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmforge.nn.dropout import attention_with_dropout, dropout, keep_mask
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9, 0.013])
+def test_keep_mask_keeps_each_element_with_probability_one_minus_p(p):
+    torch.manual_seed(0)
+    mask = keep_mask((301, 1001), p)  # odd sizes: a word's second half is cut off at the end
+    assert mask.shape == (301, 1001) and mask.dtype == torch.bool
+    n = mask.numel()
+    tolerance = 5 * math.sqrt(p * (1 - p) / (n / 2))  # 5 sigma for each half of the words
+    flat = mask.view(-1)
+    for part in (flat[0::2], flat[1::2]):  # the lower and the upper 16 bits of the words
+        assert abs(part.float().mean().item() - (1 - p)) < tolerance
+    # neighbours are independent: P(both kept) = (1-p)^2
+    both = (flat[:-1] & flat[1:]).float().mean().item()
+    assert abs(both - (1 - p) ** 2) < 0.01
+
+
+def test_keep_mask_follows_the_seed():
+    torch.manual_seed(3)
+    first = keep_mask((64, 64), 0.2)
+    torch.manual_seed(3)
+    assert torch.equal(first, keep_mask((64, 64), 0.2))
+    assert not torch.equal(first, keep_mask((64, 64), 0.2))
+
+
+def test_dropout_scales_kept_values_and_routes_gradients_through_the_mask():
+    torch.manual_seed(0)
+    x = torch.randn(4, 50, 30, requires_grad=True)
+    out = dropout(x, 0.25)
+    kept = out != 0
+    assert torch.allclose(out[kept], x[kept] / 0.75)
+    assert 0.65 < kept.float().mean().item() < 0.85
+    out.sum().backward()
+    assert torch.allclose(x.grad, kept.float() / 0.75)
+    assert dropout(x, 0.25, training=False) is x and dropout(x, 0.0) is x
+    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))  # torch's own kernel at p = 1
+
+
+def _sdpa_cases():
+    torch.manual_seed(1)
+    b, h, t, d = 2, 4, 9, 8
+    padding = torch.ones(b, t, dtype=torch.bool)
+    padding[0, :3] = False
+    bool_mask = padding[:, None, None, :]  # (B, 1, 1, S)
+    float_mask = torch.randn(1, h, t, t)  # an additive bias (T5's relative positions)
+    return [
+        dict(is_causal=True), dict(mask=bool_mask), dict(mask=bool_mask & torch.ones(t, t, dtype=torch.bool).tril()),
+        dict(mask=float_mask), dict(is_causal=True, scale=0.3), dict(is_causal=True, kv_heads=2),
+    ], (b, h, t, d)
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_attention_with_dropout_is_sdpa_when_nothing_is_dropped(case):
+    """With a drop probability too small for the mask to drop anything, the written-out attention must be
+    torch's scaled_dot_product_attention, values and gradients."""
+    cases, (b, h, t, d) = _sdpa_cases()
+    options = dict(cases[case])
+    kv_heads = options.pop("kv_heads", h)
+    q = torch.randn(b, h, t, d, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(b, kv_heads, t, d, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    mask = options.get("mask")
+    ours = attention_with_dropout(q, k, v, 1e-9, mask, options.get("is_causal", False), options.get("scale"))
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask if mask is None or mask.dtype == torch.bool
+                                               else mask.double(), is_causal=options.get("is_causal", False),
+                                               scale=options.get("scale"), enable_gqa=kv_heads != h)
+    assert torch.allclose(ours, reference, atol=1e-10)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    expected = torch.autograd.grad(reference.square().sum(), (q, k, v))
+    for got, want in zip(grads, expected):
+        assert torch.allclose(got, want, atol=1e-9)
+
+
+def test_attention_with_dropout_drops_weights_and_keeps_the_expectation():
+    """Dropout acts on the attention weights: averaged over many masks the output is the output without dropout."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 6, 4, dtype=torch.float64) for _ in range(3))
+    reference = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    draws = torch.stack([attention_with_dropout(q, k, v, 0.3, is_causal=True) for _ in range(4000)])
+    assert not torch.allclose(draws[0], reference)
+    assert torch.allclose(draws.mean(0), reference, atol=0.06)
+    first = draws[:, :, :, 0]  # the first query sees one key: its output is v[0] / 0.7 or 0
+    kept = (first.abs() > 1e-12).double().mean().item()
+    assert abs(kept - 0.7) < 0.04
