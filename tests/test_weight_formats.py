@@ -283,7 +283,7 @@ def test_trained_decoder_keeps_its_perplexity_and_most_greedy_tokens(tmp_path):
     >= 95% of them, and greedy continuations start with fp32's token for >= 7 of 8 prompts. Identical
     greedy continuations are not asserted: a near-tie can flip one token, and the rest of that row then
     follows another path (measured: 69% of positions equal over 24 tokens, most rows identical)."""
-    from lmforge.data import TokenShards, prepare_corpus
+    from lmforge.data import TokenShards, prepare_corpus, unigram_entropy
 
     tokenizer = train_tokenizer("bpe", 512, [TEXT], text_options={"blank_line_docs": True})
     prepare_corpus([TEXT], tokenizer, tmp_path / "shards", blank_line_docs=True, valid_fraction=0.05, progress=False)
@@ -301,7 +301,8 @@ def test_trained_decoder_keeps_its_perplexity_and_most_greedy_tokens(tmp_path):
         with torch.no_grad():
             top1[name] = model(held_out[:64 * 32].view(32, 64)).logits.argmax(-1)  # (32, 64)
     print(f"\nheld-out perplexity {ppl}")
-    assert ppl["fp32"] < 60  # the model learned something (the unigram perplexity of this vocabulary is ~150)
+    unigram = math.exp(unigram_entropy(TokenShards(tmp_path / "shards")))  # a model of token counts alone (~150)
+    assert ppl["fp32"] < 0.6 * unigram  # the model learned context, not only word counts
     for name in names[2:]:
         assert ppl[name] <= ppl["fp32"] * 1.01, name
     assert ppl["bf16"] <= ppl["fp32"] * 1.005
