@@ -69,13 +69,18 @@ def test_hits_are_in_file_order_and_agree_with_evaluate(tmp_path):
     assert hits == [p["label"] == line[0] for p, line in zip(predicted, sentiment_lines(41, 1))]
 
 
-def test_a_small_curve_runs_every_arm_at_every_size_and_seed(tmp_path):
+def untrained_encoder_and_labels(tmp_path) -> list[tuple[str, str]]:
+    """An untrained tiny BERT with its tokenizer saved in tmp_path/base; 40 (label, text) sentiment pairs."""
     tokenizer = wordpiece_tokenizer(tmp_path / "tok")
     config = presets.get("tiny-bert").replace(vocab_size=tokenizer.vocab_size, max_positions=32)
     model = build_model(config, "masked-lm")
     model.attach_tokenizer(tokenizer)
     model.save(tmp_path / "base")
-    labelled = [(line[0], line[2:]) for line in sentiment_lines(40, 2)]
+    return [(line[0], line[2:]) for line in sentiment_lines(40, 2)]
+
+
+def test_a_small_curve_runs_every_arm_at_every_size_and_seed(tmp_path):
+    labelled = untrained_encoder_and_labels(tmp_path)
     test = tmp_path / "test.jsonl"
     test.write_text("".join(json.dumps({"label": l[0], "text": l[2:]}) + "\n" for l in sentiment_lines(30, 3)))
     plan = CurvePlan(sizes=(2, 6), seeds=2, max_length=32, batch_size=4, epochs=1, min_steps=3)
@@ -98,12 +103,7 @@ def test_a_small_curve_runs_every_arm_at_every_size_and_seed(tmp_path):
 def test_an_arm_run_in_a_second_process_gives_what_it_gives_here(tmp_path):
     import torch
 
-    tokenizer = wordpiece_tokenizer(tmp_path / "tok")
-    config = presets.get("tiny-bert").replace(vocab_size=tokenizer.vocab_size, max_positions=32)
-    model = build_model(config, "masked-lm")
-    model.attach_tokenizer(tokenizer)
-    model.save(tmp_path / "base")
-    labelled = [(line[0], line[2:]) for line in sentiment_lines(40, 2)]
+    labelled = untrained_encoder_and_labels(tmp_path)
     test = write_lines(tmp_path / "test.txt", sentiment_lines(30, 3))
     plan = CurvePlan(sizes=(3,), seeds=2, max_length=32, batch_size=4, epochs=1, min_steps=4)
     arms = [Arm("pretrained", tmp_path / "base", folder="pre")]
