@@ -22,7 +22,8 @@ SENTENCES = ["the cat sat on the mat .", "a good film with a great cast .", "Joh
 
 
 def tiny_checkpoints(root: Path) -> dict[str, Path]:
-    """Save a causal LM, a BART and a T5 (byte-level BPE) and a masked LM, classifier and tagger (WordPiece)."""
+    """Save a causal LM, a BART and a T5 (byte-level BPE) and a masked LM, classifier, tagger and embedder
+    (WordPiece)."""
     bpe = train_tokenizer("bpe", 350, iter(SENTENCES), min_frequency=1)
     wordpiece = train_tokenizer("wordpiece", 150, iter(SENTENCES), min_frequency=1)
     torch.manual_seed(0)
@@ -49,6 +50,7 @@ def tiny_checkpoints(root: Path) -> dict[str, Path]:
     models["mlm"] = encoder("masked-lm")
     models["classifier"] = encoder("sequence-classification", id2label={0: "neg", 1: "pos"})
     models["tagger"] = encoder("token-classification", num_labels=3, id2label={0: "O", 1: "B-PER", 2: "I-PER"})
+    models["embedder"] = encoder("embedding")
     paths = {}
     for name, (model, tokenizer) in models.items():
         model.attach_tokenizer(tokenizer)

@@ -24,6 +24,7 @@ from lmforge.nn.quantized import (MAX_PACKED_ROWS, Int8Linear, dynamic_available
                                   quantize_per_channel)
 from lmforge.serve.models import parse_dtypes
 from lmforge.tokenizer import train_tokenizer
+from serve_helpers import tiny_checkpoints
 
 TEXT = Path(__file__).parents[2] / "shared" / "data" / "pretrain" / "tinyshakespeare.txt"
 SENTENCES = ["the cat sat on the mat .", "a good film with a great cast .", "John Smith lives in New York ."] * 4
@@ -198,23 +199,13 @@ def test_perplexity_equals_exp_of_hugging_faces_mean_loss(tmp_path):
 
 # ---- the CLI -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("formats")
-    bpe = train_tokenizer("bpe", 350, iter(SENTENCES), min_frequency=1)
-    wordpiece = train_tokenizer("wordpiece", 150, iter(SENTENCES), min_frequency=1)
-    torch.manual_seed(0)
-    gpt = lmforge.build_model(lmforge.presets.get("tiny-gpt2").replace(
-        vocab_size=bpe.vocab_size, bos_token_id=bpe.bos_id, eos_token_id=bpe.eos_id, pad_token_id=bpe.pad_id))
-    embedder = lmforge.build_model(lmforge.presets.get("tiny-bert").replace(
-        vocab_size=wordpiece.vocab_size, pad_token_id=wordpiece.pad_id, max_positions=32), "embedding")
-    gpt.attach_tokenizer(bpe).save(root / "gpt")
-    embedder.attach_tokenizer(wordpiece).save(root / "embed")
-    return root
+def folders(tmp_path_factory) -> dict[str, Path]:
+    return tiny_checkpoints(tmp_path_factory.mktemp("formats"))  # "gpt" (untied head), "embedder", ...
 
 
 def test_generate_dtype_flag(folders, capsys):
     for name in ("fp32", "bf16", "int8"):
-        assert main(["generate", str(folders / "gpt"), "the cat", "--dtype", name, "--max-new-tokens", "4",
+        assert main(["generate", str(folders["gpt"]), "the cat", "--dtype", name, "--max-new-tokens", "4",
                      "--json"]) == 0
         record = json.loads(capsys.readouterr().out)
         assert record["input"] == "the cat" and record["generated_text"].startswith("the cat")
@@ -223,7 +214,7 @@ def test_generate_dtype_flag(folders, capsys):
 def test_embed_dtype_flag_gives_embeddings_close_to_fp32(folders, capsys):
     vectors = {}
     for name in ("fp32", "bf16", "int8"):
-        assert main(["embed", str(folders / "embed"), *SENTENCES[:3], "--dtype", name, "--json"]) == 0
+        assert main(["embed", str(folders["embedder"]), *SENTENCES[:3], "--dtype", name, "--json"]) == 0
         vectors[name] = torch.tensor([json.loads(line)["embedding"] for line in capsys.readouterr().out.splitlines()])
     for name in ("bf16", "int8"):
         assert F.cosine_similarity(vectors[name], vectors["fp32"]).min() > 0.99
@@ -238,14 +229,14 @@ def one_line_error(capsys, argv) -> str:
 
 
 def test_an_unknown_dtype_names_the_known_ones(folders, capsys):
-    err = one_line_error(capsys, ["generate", str(folders / "gpt"), "hi", "--dtype", "int4"])
+    err = one_line_error(capsys, ["generate", str(folders["gpt"]), "hi", "--dtype", "int4"])
     assert "int4" in err and "fp32, bf16, fp16, int8" in err
     with pytest.raises(InputError, match="fp32, bf16, fp16, int8"):
         parse_dtypes(["gpt=int3"], ["gpt"])
 
 
 def test_a_dtype_the_cpu_cannot_run_is_refused(folders, capsys):
-    assert "CUDA" in one_line_error(capsys, ["embed", str(folders / "embed"), "hi", "--dtype", "fp16"])
+    assert "CUDA" in one_line_error(capsys, ["embed", str(folders["embedder"]), "hi", "--dtype", "fp16"])
 
 
 def test_quantizing_weights_with_nan_names_the_tensor(tmp_path, capsys):
@@ -260,7 +251,7 @@ def test_quantizing_weights_with_nan_names_the_tensor(tmp_path, capsys):
 
 
 def test_int8_is_for_inference_only(folders, tmp_path, capsys):
-    model = lmforge.load(folders / "gpt", dtype="int8")
+    model = lmforge.load(folders["gpt"], dtype="int8")
     with pytest.raises(CheckpointError, match="inference only"):
         model.save(tmp_path / "int8")
     assert not (tmp_path / "int8").exists()
@@ -269,7 +260,7 @@ def test_int8_is_for_inference_only(folders, tmp_path, capsys):
 
     with pytest.raises(ConfigError, match="int8 is for inference only"):
         Trainer(model, TrainSettings(max_steps=1, batch_size=1, warmup_steps=0), batches=lambda *a: iter(()))
-    err = one_line_error(capsys, ["finetune", "--from", str(folders / "gpt"), "--task", "clm", "--train",
+    err = one_line_error(capsys, ["finetune", "--from", str(folders["gpt"]), "--task", "clm", "--train",
                                   str(TEXT), "--out", str(tmp_path / "run"), "--precision", "int8"])
     assert "int8 is for inference only" in err and not (tmp_path / "run").exists()
 
