@@ -25,6 +25,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import ConfigError
 from ..labels import IGNORE_INDEX
+from ..nn.loss import cross_entropy
 from ..nn.mlp import ACTIVATION_FUNCTIONS
 from ..nn.stack import Stack
 from .base import LmforgeModel, init_weights
@@ -169,7 +170,7 @@ class ElectraPretraining(nn.Module):
         masked = labels != IGNORE_INDEX  # (B, T)
         targets = labels[masked]  # (N,)
         generator_logits = self.generator(self.discriminator.embed(input_ids), attention_mask, masked, embedding)
-        generator_loss = (F.cross_entropy(generator_logits.float(), targets) if targets.numel()
+        generator_loss = (cross_entropy(generator_logits, targets) if targets.numel()
                           else generator_logits.sum() * 0.0)
         original = torch.where(masked, labels, input_ids)  # (B, T)
         corrupted = original.clone()
