@@ -9,7 +9,7 @@ import pytest
 from lmforge import presets
 from lmforge.cli import main
 from lmforge.train.recipe import default_recipe
-from lmforge.train.budget import MIN_EVAL_INTERVAL, RESERVE, minimum_budget, plan_steps, steps_for_budget
+from lmforge.train.budget import MIN_EVAL_INTERVAL, RESERVE, minimum_budget, plan_steps
 from lmforge.errors import ConfigError
 from lmforge.train.optim import learning_rate
 from lmforge.train.settings import TrainSettings
@@ -82,9 +82,9 @@ def test_bad_budgets_are_one_line_errors_naming_the_minimum(shards, tmp_path, ca
 
 
 def test_budget_arithmetic():
-    assert steps_for_budget(100, 1.0) == int(100 * (1 - RESERVE))
+    assert plan_steps(100, 1.0)[0] == int(100 * (1 - RESERVE))  # no evaluations timed
     with pytest.raises(ConfigError, match=f"at least {minimum_budget(3.0)} seconds"):
-        steps_for_budget(2, 3.0)
+        plan_steps(2, 3.0)
 
 
 def evaluations(steps: int, every: int) -> int:

@@ -111,12 +111,6 @@ def minimum_budget(step_seconds: float) -> int:
     return math.ceil(step_seconds / (1 - RESERVE) + 1)
 
 
-def steps_for_budget(seconds: float, step_seconds: float, flag: str = "--time-budget") -> int:
-    """Optimizer steps that fit in `seconds` at `step_seconds` each, after the reserve, without evaluations;
-    ConfigError when the budget cannot hold one step."""
-    return plan_steps(seconds, step_seconds, flag=flag)[0]
-
-
 def fit_to_budget(seconds: float, model: nn.Module, settings: TrainSettings, sources, loss_fn, recipe, given: dict,
                   world_size: int = 1) -> tuple[TrainSettings, float]:
     """`settings` with max_steps sized so that training and its evaluations end at `seconds` (the trial's own
