@@ -100,6 +100,23 @@ def test_a_small_curve_runs_every_arm_at_every_size_and_seed(tmp_path):
     assert not (tmp_path / "too_many").exists()
 
 
+def test_an_arm_split_over_two_processes_joins_into_one_result_keeping_the_largest_sizes_model(tmp_path):
+    from lmforge.demo.curve import ArmResults
+    from lmforge.demo.run import joined
+
+    kept_here, kept_there = tmp_path / "arm3" / "size4_seed0" / "model", tmp_path / "arm3" / "size64_seed0" / "model"
+    kept_here.mkdir(parents=True), kept_there.mkdir(parents=True)
+    here = ArmResults("m", {4: [0.5, 0.6]}, {4: [[True, False], [True, True]]}, 1.0, 2.0, 0.1, 0.01, str(kept_here))
+    there = ArmResults("m", {16: [0.7, 0.8], 64: [0.9, 0.9]}, {16: [[True]] * 2, 64: [[False]] * 2}, 3.0, 4.0, 0.2,
+                       0.02, str(kept_there))
+    both = joined(here, there)
+    assert both.accuracy == {4: [0.5, 0.6], 16: [0.7, 0.8], 64: [0.9, 0.9]} and both.hits[4] == here.hits[4]
+    assert (both.wall_s, both.cpu_s) == (4.0, 6.0) and both.energy_wh == pytest.approx(0.3)
+    assert both.kept_checkpoint == str(kept_there) and kept_there.is_dir()
+    assert not kept_here.parent.exists()  # one fine-tuned model per arm is kept
+    assert joined(None, there) is there
+
+
 def test_an_arm_run_in_a_second_process_gives_what_it_gives_here(tmp_path):
     import torch
 

@@ -70,6 +70,14 @@ class ArmResults:
     co2_g: float = 0.0
     kept_checkpoint: str | None = None
 
+    def merged(self, other: "ArmResults") -> "ArmResults":
+        """These results and `other`'s, the same arm run at other sizes (in another process): every size of
+        both, costs added, and the kept checkpoint of the one that ran the largest size."""
+        largest = max((self, other), key=lambda r: max(r.accuracy, default=0))
+        return ArmResults(self.name, {**self.accuracy, **other.accuracy}, {**self.hits, **other.hits},
+                          self.wall_s + other.wall_s, self.cpu_s + other.cpu_s, self.energy_wh + other.energy_wh,
+                          self.co2_g + other.co2_g, largest.kept_checkpoint)
+
     def point(self, size: int) -> dict[str, float]:
         """Mean, standard deviation, min and max over seeds at `size`."""
         values = self.accuracy[size]
