@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import lmforge
+from lmforge.models.heads import LMHead
+from lmforge.nn.decoding_linear import DecodingCopies, DecodingLinear, packing_available
 from lmforge.serve.batch import RunningBatch
 from lmforge.serve.engine import Engine, Event, GenerationRequest, Sampling
 from lmforge.serve.metrics import Metrics
@@ -89,6 +91,28 @@ def test_staggered_greedy_requests_match_sequential_generate(checkpoints, name, 
     if prefill_chunk > max(len(p) for p in prompts[:2]) * 2 and not model.config.is_encoder_decoder:
         assert max(groups) > 1  # prompts of different lengths were prefilled together, left-padded
     assert max(engine.metrics.histograms["time_to_first_token_seconds"][-1:]) == 8
+
+
+@pytest.mark.parametrize("name", ["gpt", "t5", "mlm"])
+def test_engine_makes_the_decoding_copies_before_it_is_ready(checkpoints, name):
+    """The first batched step must not pack every matrix while streams wait: the engine makes the layouts of
+    one row and of several rows at start (generative heads only; an encoder's products stay plain)."""
+    model = lmforge.load(checkpoints[name])
+    engine = Engine(model, name, Metrics())
+    engine.start()
+    assert engine.ready.wait(60)
+    engine.shutdown()
+    projections = [m for m in model.modules() if isinstance(m, DecodingLinear)]
+    assert projections
+    made = [set(m._decoding._copies) for m in projections]
+    head = set(getattr(model.head, "_decoding", DecodingCopies())._copies)
+    if not isinstance(model.head, LMHead):
+        assert made == [set()] * len(projections) and head == set()
+        return
+    assert head == ({"transposed", "packed"} if packing_available() else {"transposed"})
+    if packing_available():
+        for block in model.decoder.blocks:  # the decoder-only stack, or an encoder-decoder's decoder
+            assert "packed" in block.self_attn.q._decoding._copies
 
 
 def test_running_batch_rows_join_and_leave_without_changing_others(checkpoints):
