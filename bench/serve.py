@@ -71,12 +71,16 @@ class ServerProcess:
         self.process = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", str(path), "--port", str(port),
                                          "--max-batch", str(max_batch)], env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        for _ in range(600):
+        deadline = time.monotonic() + 600  # /health answers 503 while the engine loads and warms up
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     return
             except requests.RequestException:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
+        self.process.kill()  # never leave a server behind
+        self.process.wait()
         raise RuntimeError("server did not start")
 
     def stop(self) -> None:
