@@ -115,28 +115,35 @@ def test_engine_makes_the_decoding_copies_before_it_is_ready(checkpoints, name):
             assert "packed" in block.self_attn.q._decoding._copies
 
 
-def test_running_batch_rows_join_and_leave_without_changing_others(checkpoints):
-    """Direct: logits of a row are the same alone and in a batch with rows of other lengths (fp32)."""
+@pytest.mark.parametrize("leaving", ["longest", "first"])
+def test_running_batch_rows_join_and_leave_without_changing_others(checkpoints, leaving):
+    """Direct: logits of a row are the same alone and in a batch with rows of other lengths (fp32), before and
+    after another row leaves (the longest: the cache drops its leading columns; the first: every row moves)."""
     model = lmforge.load(checkpoints["gpt"]).eval()
-    prompts = prompts_for(model, 3)
+    prompts = prompts_for(model, 4)
+
+    def prefilled(prompt):
+        cache = model.new_cache(1, len(prompt))
+        model(torch.tensor([prompt]), cache=cache)
+        return cache
+
     with torch.inference_mode():
-        alone = []
+        alone = []  # per prompt: logits of its first and second step, decoding alone
         for prompt in prompts:
-            cache = model.new_cache(1, len(prompt))
-            model(torch.tensor([prompt]), cache=cache)
             batch = RunningBatch(model)
-            batch.add(object(), cache)
-            alone.append(batch.step(torch.tensor([7])))
+            batch.add(object(), prefilled(prompt))
+            alone.append([batch.step(torch.tensor([7])), batch.step(torch.tensor([9]))])
         batch = RunningBatch(model)
         for prompt in prompts:
-            cache = model.new_cache(1, len(prompt))
-            model(torch.tensor([prompt]), cache=cache)
-            batch.add(object(), cache)
-        together = batch.step(torch.tensor([7, 7, 7]))
-        torch.testing.assert_close(together, torch.cat(alone), atol=1e-5, rtol=1e-5)
-        longest = max(range(3), key=lambda i: len(prompts[i]))
-        batch.keep([i for i in range(3) if i != longest])
-        assert batch.length == max(len(p) for i, p in enumerate(prompts) if i != longest) + 1
+            batch.add(object(), prefilled(prompt))
+        together = batch.step(torch.tensor([7] * len(prompts)))
+        torch.testing.assert_close(together, torch.cat([a[0] for a in alone]), atol=1e-5, rtol=1e-5)
+        gone = max(range(len(prompts)), key=lambda i: len(prompts[i])) if leaving == "longest" else 0
+        kept = [i for i in range(len(prompts)) if i != gone]
+        batch.keep(kept)
+        assert batch.length == max(len(prompts[i]) for i in kept) + 1
+        after = batch.step(torch.tensor([9] * len(kept)))
+        torch.testing.assert_close(after, torch.cat([alone[i][1] for i in kept]), atol=1e-5, rtol=1e-5)
 
 
 def test_text_stream_never_splits_a_character_nor_shows_a_stop_string(checkpoints):
