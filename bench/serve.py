@@ -19,7 +19,8 @@ runs the same requests one after another in this process (`generate` once per re
 other processes on a shared machine matter less), split by forward hooks into the blocks' projections
 (`nn.decoding_linear`), the attention core (attention minus its projections), the MLP activation, the LM
 head, the rest of the model's forward (embeddings, norms, masks, cache writes, module calls) and the
-engine's own work (token picking, detokenization, events). Medians over the turns.
+engine's own work (token picking, detokenization, events). Medians over the turns; then the CPU time of the
+longest row leaving the batch (the others' cache re-aligned).
 """
 
 from __future__ import annotations
@@ -186,13 +187,12 @@ def step_profile(path: Path, label: str, rows_list: list[int], turns: int, promp
     timer.watch(model, "model")
     names = ["projections", "attention core", "MLP activation", "LM head", "rest of forward", "engine"]
     print(f"\n{label}: one decoding turn of the engine, CPU ms (median of {turns}), prompt {len(prompt)} tokens\n")
-    print("| rows | turn | " + " | ".join(names) + " | tokens/s (CPU) |")
-    print("|---:|---:|" + "---:|" * len(names) + "---:|")
+    print("| rows | turn | " + " | ".join(names) + " | tokens/s (CPU) | a row leaves |")
+    print("|---:|---:|" + "---:|" * len(names) + "---:|---:|")
     for rows in rows_list:
         engine = Engine(model, label, Metrics(), max_batch=rows, prefill_chunk=len(prompt) * rows)
         samples = {name: [] for name in ["turn"] + names}
         with eval_mode(model), torch.inference_mode():
-            engine._warm_up()
             for _ in range(rows):
                 engine.waiting.append(GenerationRequest(prompt, Sampling(max_tokens=turns + 4, temperature=0,
                                                                          ignore_eos=True), lambda event: None))
@@ -212,9 +212,12 @@ def step_profile(path: Path, label: str, rows_list: list[int], turns: int, promp
                          "engine": turn - t["model"]}
                 for name, seconds in parts.items():
                     samples[name].append(seconds)
+            start = time.thread_time()
+            engine.batch.keep(list(range(1, rows)))  # the first (longest) row leaves
+            leave = time.thread_time() - start
         medians = {name: statistics.median(values) for name, values in samples.items()}
         print(f"| {rows} | {1000 * medians['turn']:.1f} | " + " | ".join(f"{1000 * medians[n]:.1f}" for n in names)
-              + f" | {rows / medians['turn']:.0f} |", flush=True)
+              + f" | {rows / medians['turn']:.0f} | {1000 * leave:.1f} |", flush=True)
     for handle in timer.handles:
         handle.remove()
 
