@@ -118,7 +118,8 @@ def test_engine_makes_the_decoding_copies_before_it_is_ready(checkpoints, name):
 @pytest.mark.parametrize("leaving", ["longest", "first"])
 def test_running_batch_rows_join_and_leave_without_changing_others(checkpoints, leaving):
     """Direct: logits of a row are the same alone and in a batch with rows of other lengths (fp32), before and
-    after another row leaves (the longest: the cache drops its leading columns; the first: every row moves)."""
+    after another row leaves (the longest: the cache drops its leading columns; the first: every row moves)
+    and joins again (the longest: into a new cache; the first: into the row it left)."""
     model = lmforge.load(checkpoints["gpt"]).eval()
     prompts = prompts_for(model, 4)
 
@@ -132,7 +133,7 @@ def test_running_batch_rows_join_and_leave_without_changing_others(checkpoints, 
         for prompt in prompts:
             batch = RunningBatch(model)
             batch.add(object(), prefilled(prompt))
-            alone.append([batch.step(torch.tensor([7])), batch.step(torch.tensor([9]))])
+            alone.append([batch.step(torch.tensor([token])) for token in (7, 9, 11)])
         batch = RunningBatch(model)
         for prompt in prompts:
             batch.add(object(), prefilled(prompt))
@@ -144,6 +145,10 @@ def test_running_batch_rows_join_and_leave_without_changing_others(checkpoints, 
         assert batch.length == max(len(prompts[i]) for i in kept) + 1
         after = batch.step(torch.tensor([9] * len(kept)))
         torch.testing.assert_close(after, torch.cat([alone[i][1] for i in kept]), atol=1e-5, rtol=1e-5)
+        batch.add(object(), prefilled(prompts[gone]))  # back again: into the free row (when not the longest)
+        again = batch.step(torch.tensor([11] * len(kept) + [7]))
+        torch.testing.assert_close(again, torch.cat([alone[i][2] for i in kept] + [alone[gone][0]]),
+                                   atol=1e-5, rtol=1e-5)
 
 
 def test_text_stream_never_splits_a_character_nor_shows_a_stop_string(checkpoints):

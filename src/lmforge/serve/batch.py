@@ -63,6 +63,8 @@ class RunningBatch:
         self.cache: KVCache | None = None
         self.mask: torch.Tensor | None = None  # (B, capacity) long
         self.source_mask: torch.Tensor | None = None  # (B, S) long, encoder-decoders only
+        # the storage the cache and mask are the first B rows of: rows that left free theirs for rows that join
+        self.stores: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # keys, values, mask
 
     @property
     def length(self) -> int:
@@ -101,14 +103,31 @@ class RunningBatch:
         capacity = end + HEADROOM
         if mask is None:
             mask = torch.ones(len(rows), own, dtype=torch.long, device=cache.keys.device)
-        sources = [(self.cache, self.mask, range(len(self.rows)), 0, self.length)] if self.rows else []
-        sources.append((cache, mask.long(), range(len(rows)), 0, own))
-        new_keys, new_values, new_mask = self._realigned(sources, end, capacity)  # B + n rows
+        first = len(self.rows)
+        if self.rows and own <= self.length and first + len(rows) <= self.stores[2].shape[0]:
+            new_keys, new_values, new_mask = self._join_in_place(cache, mask.long(), own)
+        else:
+            sources = [(self.cache, self.mask, range(first), 0, self.length)] if self.rows else []
+            sources.append((cache, mask.long(), range(len(rows)), 0, own))
+            new_keys, new_values, new_mask = self.stores = self._realigned(sources, end, capacity)  # B + n rows
         cross = self._joined_cross(cache)
         self.rows.extend(rows)
         self.cache = self._new_cache(len(self.rows), new_keys, new_values, end)
         self.cache.cross = cross
         self.mask = new_mask
+
+    def _join_in_place(self, cache: KVCache, mask: torch.Tensor, own: int) -> tuple[torch.Tensor, ...]:
+        """Write the joining rows (no longer than the batch) into the free rows of the storage, right-aligned;
+        the others stay where they are. Returns the views of keys, values and mask over every row."""
+        first, joining, length = len(self.rows), mask.shape[0], self.length
+        views = tuple(store.narrow(0 if store.dim() == 2 else 1, 0, first + joining) for store in self.stores)
+        for store, theirs in zip(views[:2], (cache.keys, cache.values)):  # (L, B + n, Hkv, capacity, D)
+            new_rows = store.narrow(1, first, joining)
+            new_rows.narrow(3, 0, length - own).zero_()  # masked, but must hold finite numbers
+            new_rows.narrow(3, length - own, own).copy_(theirs.narrow(3, 0, own))
+        views[2][first:].zero_()  # (n, capacity)
+        views[2][first:, length - own:length] = mask
+        return views
 
     def _joined_cross(self, cache: KVCache) -> list:
         """Cross-attention keys/values of the rows plus the new one, right-padded to the longest source."""
@@ -130,7 +149,7 @@ class RunningBatch:
         faults on every page, as much as a decoding step at gpt2 size); columns past the new length keep
         stale values that are never read (the next appends overwrite them)."""
         if not keep:
-            self.rows, self.cache, self.mask, self.source_mask = [], None, None, None
+            self.rows, self.cache, self.mask, self.source_mask, self.stores = [], None, None, None, None
             return
         index = torch.tensor(keep, device=self.mask.device)
         old = self.length
@@ -163,7 +182,7 @@ class RunningBatch:
         if self.length + 1 > self.cache.max_len:  # grow by half: copy into a larger cache
             end, capacity = self.length, self.length + 1 + max(HEADROOM, self.length // 2)
             every = (self.cache, self.mask, range(len(self.rows)), 0, end)
-            keys, values, self.mask = self._realigned([every], end, capacity)
+            keys, values, self.mask = self.stores = self._realigned([every], end, capacity)
             cross = self.cache.cross
             self.cache = self._new_cache(len(self.rows), keys, values, end)
             self.cache.cross = cross
