@@ -9,7 +9,7 @@ import torch
 import lmforge
 from lmforge.models.heads import LMHead
 from lmforge.nn.decoding_linear import DecodingCopies, DecodingLinear, packing_available
-from lmforge.serve.batch import RunningBatch
+from lmforge.serve.batch import MAX_RESERVE, RunningBatch
 from lmforge.serve.engine import Engine, Event, GenerationRequest, Sampling
 from lmforge.serve.metrics import Metrics
 from lmforge.serve.text import PROMPT_CONTEXT, TextStream
@@ -149,6 +149,28 @@ def test_running_batch_rows_join_and_leave_without_changing_others(checkpoints, 
         again = batch.step(torch.tensor([11] * len(kept) + [7]))
         torch.testing.assert_close(again, torch.cat([alone[i][2] for i in kept] + [alone[gone][0]]),
                                    atol=1e-5, rtol=1e-5)
+
+
+def test_running_batch_keeps_room_for_the_tokens_rows_will_add(checkpoints):
+    """A joining row's max_tokens are set aside in the cache (up to MAX_RESERVE), so the cache does not grow
+    (a copy of every row) while they decode."""
+    model = lmforge.load(checkpoints["gpt"]).eval()
+    prompt = prompts_for(model, 1)[0]
+    with torch.inference_mode():
+        batch = RunningBatch(model)
+        cache = model.new_cache(1, len(prompt))
+        model(torch.tensor([prompt]), cache=cache)
+        batch.add(object(), cache, reserve=100)
+        storage = batch.cache.keys.untyped_storage().data_ptr()
+        for _ in range(100):
+            batch.step(torch.tensor([7]))
+        assert batch.cache.keys.untyped_storage().data_ptr() == storage  # never grown
+        assert batch.cache.max_len == len(prompt) + 100
+        cache = model.new_cache(1, len(prompt))
+        model(torch.tensor([prompt]), cache=cache)
+        batch = RunningBatch(model)
+        batch.add(object(), cache, reserve=10**6)
+        assert batch.cache.max_len == len(prompt) + MAX_RESERVE
 
 
 def test_text_stream_never_splits_a_character_nor_shows_a_stop_string(checkpoints):

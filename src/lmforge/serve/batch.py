@@ -16,6 +16,7 @@ from ..nn.cache import KVCache
 from ..nn.decoding_linear import decoding_products
 
 HEADROOM = 32  # tokens of free cache columns allocated at least at each (re)alignment
+MAX_RESERVE = 256  # at most this many free columns are set aside for the tokens joining rows will add
 
 
 def realign(sources: list[tuple[torch.Tensor, list[int] | range, int, int]], batch_dim: int, seq_dim: int, end: int,
@@ -91,20 +92,23 @@ class RunningBatch:
         return (of(lambda cache, mask: cache.keys, 1, 3), of(lambda cache, mask: cache.values, 1, 3),
                 of(lambda cache, mask: mask, 0, 1))
 
-    def add(self, row, cache: KVCache) -> None:
+    def add(self, row, cache: KVCache, reserve: int = 0) -> None:
         """Let `row` join with `cache`, the one-row cache of its prefill (cross keys/values included)."""
-        self.join([row], cache)
+        self.join([row], cache, reserve=reserve)
 
-    def join(self, rows: list, cache: KVCache, mask: torch.Tensor | None = None) -> None:
+    def join(self, rows: list, cache: KVCache, mask: torch.Tensor | None = None, reserve: int = 0) -> None:
         """Let `rows` join with `cache`, the cache of their prefill (one row each, cross keys/values
-        included); `mask` (len(rows), cache.length) marks their real tokens (left padding), None: all real."""
+        included); `mask` (len(rows), cache.length) marks their real tokens (left padding), None: all real.
+        `reserve`: the tokens they may still add (up to MAX_RESERVE), kept free so that the cache need not grow."""
         own = cache.length
         end = max(self.length, own)
-        capacity = end + HEADROOM
+        reserve = max(HEADROOM, min(reserve, MAX_RESERVE))
+        capacity = end + reserve
         if mask is None:
             mask = torch.ones(len(rows), own, dtype=torch.long, device=cache.keys.device)
         first = len(self.rows)
-        if self.rows and own <= self.length and first + len(rows) <= self.stores[2].shape[0]:
+        if (self.rows and own <= self.length and first + len(rows) <= self.stores[2].shape[0]
+                and self.length + reserve <= self.stores[2].shape[1]):
             new_keys, new_values, new_mask = self._join_in_place(cache, mask.long(), own)
         else:
             sources = [(self.cache, self.mask, range(first), 0, self.length)] if self.rows else []

@@ -300,7 +300,8 @@ class Engine:
             cache.reorder(index)
             mask = mask.index_select(0, index)
         if joining:
-            self.batch.join([group[row] for row in joining], cache, mask)
+            rows = [group[row] for row in joining]
+            self.batch.join(rows, cache, mask, reserve=max(r.sampling.max_tokens - r.new_tokens for r in rows))
 
     def _prefill_chunk(self, request: GenerationRequest) -> None:
         """Feed the next `prefill_chunk` prompt tokens; on the last chunk pick the first token and join the batch."""
@@ -325,7 +326,7 @@ class Engine:
                 self.prefilling.remove(request)
                 self.metrics.count("prompt_tokens", len(request.ids))
                 if self._emit(request, int(self._pick([request], logits)[0])):
-                    self.batch.add(request, request.cache)
+                    self.batch.add(request, request.cache, reserve=request.sampling.max_tokens - request.new_tokens)
                 request.cache = None
 
         if not self._guarded(request, work) and request in self.prefilling:
