@@ -79,7 +79,7 @@ class Attention(nn.Module):
         row, so rows of one batch may sit at different positions), read by `rotary`.
         Returns (B, T, d_model)."""
         if self.qkv is not None:
-            q, kv = self.qkv(x).split([self.n_heads * self.d_head, 2 * self.n_kv_heads * self.d_head], dim=-1)
+            q, kv = self.qkv(x).split_with_sizes([self.n_heads * self.d_head, 2 * self.n_kv_heads * self.d_head], -1)
         else:
             q, kv = self.q(x), None  # (B, T, H*D)
         q = self._heads(q, self.n_heads)  # (B, H, T, D)

@@ -29,6 +29,8 @@ MAX_PACKED_ROWS = 16  # above this many rows, dequantize + one GEMM beats the ro
 PACKED_KERNEL = getattr(torch.ops.aten, "_weight_int8pack_mm", None)
 PACKED_K_MULTIPLE = 16  # torch 2.13's CPU kernel reads out of bounds (wrong results, crashes) for other widths
 DYNAMIC_KERNEL = getattr(torch.ops.quantized, "linear_dynamic", None)
+if DYNAMIC_KERNEL is not None:  # the overload's C++ callable: skips ~14 us of Python checks (script-object
+    DYNAMIC_KERNEL = getattr(DYNAMIC_KERNEL.default, "_op", DYNAMIC_KERNEL)  # arguments) on every call
 ACTIVATIONS = ("weight-only", "dynamic")  # Int8Linear's two products (see the module docstring)
 # 7-bit activation codes: fbgemm's AVX2 kernel sums pairs of u8 x s8 products in int16, which 8-bit codes can overflow
 REDUCE_RANGE = True
@@ -87,7 +89,7 @@ def dynamic_int8_matmul(x: torch.Tensor, packed, calibration: torch.Tensor,
     calls this once per layer per token."""
     rows, width = x.shape[:-1].numel(), x.shape[-1]
     flat = x.reshape(rows, width)  # (rows, K)
-    peak = torch.linalg.vector_norm(flat, float("inf"), dim=1, keepdim=True).clamp_min_(TINY)  # (rows, 1)
+    peak = flat.abs().amax(dim=1, keepdim=True).clamp_min_(TINY)  # (rows, 1); 1.1-6x faster than vector_norm(inf)
     unit = torch.cat([calibration, flat / peak])  # (1 + rows, K)
     out = DYNAMIC_KERNEL(unit, packed, REDUCE_RANGE)[1:]  # (rows, N)
     out = out * peak if bias is None else torch.addcmul(bias, out, peak)
