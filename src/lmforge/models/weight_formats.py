@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..devices import half_precision_problem
 from ..errors import InputError
 from ..nn.attention import Attention
 from ..nn.quantized import Int8Linear, dynamic_available, has_int8_weights, int8_activations, quantize_linears
@@ -53,12 +54,12 @@ def weight_format_name(dtype: str | torch.dtype | None) -> str:
 def check_device_runs(name: str, device: torch.device | str) -> None:
     """Refuse a weight format the device cannot compute in."""
     device = torch.device(device)
-    if name == "fp16" and device.type == "cpu":
-        raise InputError("dtype fp16 needs a CUDA device; on the CPU use bf16 (or int8)")
+    problem = half_precision_problem(name, device)
+    if problem is not None:
+        other = "bf16 or int8" if name == "fp16" else "fp16 or int8"
+        raise InputError(f"dtype {problem}; use --dtype {other} or fp32")
     if name == "int8-dynamic" and (device.type != "cpu" or not dynamic_available()):
         raise InputError("dtype int8-dynamic needs fbgemm's int8 kernels on an x86 CPU; use int8 (weight-only) here")
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise InputError(f"this GPU ({device}) cannot compute in bf16; use fp16 or fp32")
 
 
 def check_finite(model: nn.Module) -> None:
