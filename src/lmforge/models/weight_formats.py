@@ -7,7 +7,8 @@
 - fp16: float16 weights, CUDA only;
 - int8: every linear layer's weight quantized per output channel (`nn.quantized.Int8Linear`), the LM
   head's output matrix too (tied to the embedding or not: with a 50k vocabulary it is a large share of
-  a small model's bytes); activations stay float32 between layers. The token embedding table stays
+  a small model's bytes); activations stay float32 between layers. Self-attention's q and kv layers are
+  fused into one (`Attention.fuse_projections`) before quantizing: one product per layer instead of two. The token embedding table stays
   float32: a lookup reads one row per token, so quantizing it would save memory, not time.
 - int8-dynamic: the same int8 weights, and each row of activations quantized to 8 bits on the fly before
   every linear layer (`Int8Linear` "dynamic"): fbgemm's int8 x int8 kernel, 2-4x faster on an x86 CPU than
@@ -22,6 +23,7 @@ from torch import nn
 
 from ..devices import half_precision_problem
 from ..errors import InputError
+from ..nn.attention import Attention
 from ..nn.quantized import Int8Linear, dynamic_available, has_int8_weights, int8_activations, quantize_linears
 from .heads import LMHead
 from .lora import lora_layers, merge_and_unload
@@ -91,6 +93,9 @@ def to_weight_format(model, dtype: str | torch.dtype | None):
         head.quantized = Int8Linear.from_matrix(matrix, activations=INT8_ACTIVATIONS[name])
         if not head.tied:
             head.weight = None  # the int8 copy replaces it
+    for attention in model.modules():
+        if isinstance(attention, Attention):
+            attention.fuse_projections()  # one int8 product of x per layer for queries, keys and values
     quantize_linears(model, INT8_ACTIVATIONS[name])
     for param in model.parameters():
         param.requires_grad_(False)
