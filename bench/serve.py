@@ -12,6 +12,15 @@ runs the same requests one after another in this process (`generate` once per re
 
     python bench/serve.py                               # both sizes, 1/4/16 clients
     python bench/serve.py --sizes small --tokens 16     # quicker
+    python bench/serve.py --sizes gpt2 --step-profile   # where a decoding step of 1/4/16 rows goes
+
+`--step-profile` drives the server's engine in this process (no HTTP): it fills the running batch with
+1, 4 and 16 greedy requests and times `--tokens` decoding turns in CPU time of the engine thread (so the
+other processes on a shared machine matter less), split by forward hooks into the blocks' projections
+(`nn.decoding_linear`), the attention core (attention minus its projections), the MLP activation, the LM
+head, the rest of the model's forward (embeddings, norms, masks, cache writes, module calls) and the
+engine's own work (token picking, detokenization, events). Medians over the turns; then the CPU time of the
+longest row leaving the batch (the others' cache re-aligned).
 """
 
 from __future__ import annotations
@@ -63,12 +72,16 @@ class ServerProcess:
         self.process = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", str(path), "--port", str(port),
                                          "--max-batch", str(max_batch)], env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        for _ in range(600):
+        deadline = time.monotonic() + 600  # /health answers 503 while the engine loads and warms up
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     return
             except requests.RequestException:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
+        self.process.kill()  # never leave a server behind
+        self.process.wait()
         raise RuntimeError("server did not start")
 
     def stop(self) -> None:
@@ -129,6 +142,86 @@ def hf_once_per_request(hf, prompt: list[int], tokens: int, count: int) -> float
     return count * tokens / (time.perf_counter() - start)
 
 
+class PartTimer:
+    """CPU time (this thread) spent inside modules, by part: forward pre/post hooks add up each call."""
+
+    def __init__(self):
+        self.totals: dict[str, float] = {}
+        self.handles = []
+
+    def watch(self, module, part: str) -> None:
+        started = []
+
+        def before(*_):
+            started.append(time.thread_time())
+
+        def after(*_):
+            self.totals[part] = self.totals.get(part, 0.0) + time.thread_time() - started.pop()
+
+        self.handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+
+    def take(self) -> dict[str, float]:
+        totals, self.totals = self.totals, {}
+        return totals
+
+
+def step_profile(path: Path, label: str, rows_list: list[int], turns: int, prompt: list[int]) -> None:
+    """The breakdown table of one decoding turn of the server's engine for each number of rows (see the docstring)."""
+    import lmforge
+    from lmforge.infer.generate import eval_mode
+    from lmforge.nn.attention import Attention
+    from lmforge.nn.mlp import MLP
+    from lmforge.serve.engine import Engine, GenerationRequest, Sampling
+    from lmforge.serve.metrics import Metrics
+
+    model = lmforge.load(path)
+    timer = PartTimer()
+    for module in model.modules():
+        if isinstance(module, (Attention, MLP)):
+            part = "attention" if isinstance(module, Attention) else "mlp"
+            timer.watch(module, part)
+            for child in module.children():
+                if isinstance(child, torch.nn.Linear):
+                    timer.watch(child, part + " projections")
+    timer.watch(model.head, "LM head")
+    timer.watch(model, "model")
+    names = ["projections", "attention core", "MLP activation", "LM head", "rest of forward", "engine"]
+    print(f"\n{label}: one decoding turn of the engine, CPU ms (median of {turns}), prompt {len(prompt)} tokens\n")
+    print("| rows | turn | " + " | ".join(names) + " | tokens/s (CPU) | a row leaves |")
+    print("|---:|---:|" + "---:|" * len(names) + "---:|---:|")
+    for rows in rows_list:
+        engine = Engine(model, label, Metrics(), max_batch=rows, prefill_chunk=len(prompt) * rows)
+        samples = {name: [] for name in ["turn"] + names}
+        with eval_mode(model), torch.inference_mode():
+            for _ in range(rows):
+                engine.waiting.append(GenerationRequest(prompt, Sampling(max_tokens=turns + 4, temperature=0,
+                                                                         ignore_eos=True), lambda event: None))
+            while engine.waiting or engine.prefilling:
+                engine._turn()
+            engine._turn()
+            timer.take()
+            for _ in range(turns):
+                start = time.thread_time()
+                engine._turn()
+                turn = time.thread_time() - start
+                t = timer.take()
+                parts = {"turn": turn, "projections": t["attention projections"] + t["mlp projections"],
+                         "attention core": t["attention"] - t["attention projections"],
+                         "MLP activation": t["mlp"] - t["mlp projections"], "LM head": t["LM head"],
+                         "rest of forward": t["model"] - t["attention"] - t["mlp"] - t["LM head"],
+                         "engine": turn - t["model"]}
+                for name, seconds in parts.items():
+                    samples[name].append(seconds)
+            start = time.thread_time()
+            engine.batch.keep(list(range(1, rows)))  # the first (longest) row leaves
+            leave = time.thread_time() - start
+        medians = {name: statistics.median(values) for name, values in samples.items()}
+        print(f"| {rows} | {1000 * medians['turn']:.1f} | " + " | ".join(f"{1000 * medians[n]:.1f}" for n in names)
+              + f" | {rows / medians['turn']:.0f} | {1000 * leave:.1f} |", flush=True)
+    for handle in timer.handles:
+        handle.remove()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
@@ -138,9 +231,17 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server and of HF")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--step-profile", action="store_true",
+                        help="instead of the servers: time one engine turn of --clients rows in this process, by part")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     prompt = torch.randint(1, VOCAB - 1, (args.prompt_tokens,), generator=torch.Generator().manual_seed(0)).tolist()
+    if args.step_profile:
+        with tempfile.TemporaryDirectory() as tmp:
+            for size in args.sizes:
+                path, _ = save_models(Path(tmp), size)
+                step_profile(path, f"{SIZES[size][0]}x{SIZES[size][1]}", args.clients, args.tokens, prompt)
+        return
     print(f"{args.tokens} new tokens per request, prompt {args.prompt_tokens} tokens, {args.requests} request(s) "
           f"per client, float32, {args.threads} threads\n")
     print("| model | clients | mode | tokens/s | vs one-at-a-time | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) |")

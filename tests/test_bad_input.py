@@ -221,7 +221,7 @@ CLI_CASES = [
     ("pre-out-checkpoint", f"{PRE} --out model --overwrite", "model"),
     ("pre-out-read-only-fs", f"{PRE} --out rofs/run", "read-only"),
     ("pre-threads-zero", f"{PRE} --out o --threads 0", "--threads"),
-    ("pre-precision-fp16-cpu", f"{PRE} --out o --precision fp16 --device cpu", "bf16 or fp32 on CPU"),
+    ("pre-precision-fp16-cpu", f"{PRE} --out o --precision fp16 --device cpu", "use --precision bf16 or fp32"),
     ("pre-precision-int8", f"{PRE} --out o --precision int8", "inference only"),
     ("ft-precision-int8", f"{FT} --out o --precision int8", "train in fp32 or bf16 (--precision)"),
     # finetune

@@ -27,6 +27,7 @@ def test_round_trip_is_bitwise_identical(tmp_path, name, task):
     for key in original:
         assert torch.equal(original[key], again[key]), key
     assert (tmp_path / "ckpt" / "README.md").read_text().startswith("---")
+    assert not any(module.training for module in loaded.modules())  # loaded for inference: dropout off
 
 
 def test_tokenizer_travels_with_the_model(tmp_path):

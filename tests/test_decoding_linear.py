@@ -1,5 +1,6 @@
-"""`nn.decoding_linear.DecodingLinear`: an `nn.Linear` whose 2-16-row products without gradients read a copy of
-its weight packed for oneDNN; every result equals `F.linear`'s, the copy follows changes to the weight."""
+"""`nn.decoding_linear.DecodingLinear`: an `nn.Linear` whose 1-16-row products without gradients inside a decoding
+loop read a copy of its weight (transposed for one row into a wide output, packed for oneDNN for 2-16 rows); every
+result equals `F.linear`'s, the copy follows changes to the weight."""
 
 from __future__ import annotations
 
@@ -25,6 +26,21 @@ def test_every_row_count_gives_the_plain_product(rows, out_features, in_features
         each_alone = torch.cat([layer(x[:, i:i + 1]) for i in range(rows)], dim=1)  # 2 rows each
     torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out, each_alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("out_features,in_features,bias", [(96, 64, True), (64, 64, False), (32, 64, True)])
+def test_one_row_reads_a_transposed_copy_when_the_output_is_at_least_as_wide(out_features, in_features, bias):
+    layer = DecodingLinear(in_features, out_features, bias=bias)
+    x = torch.randn(1, 1, in_features)
+    with torch.inference_mode(), decoding_products():
+        out = layer(x)
+        layer.weight.mul_(-1)  # an in-place update: the copy is made again
+        flipped = layer(x)
+    assert ("transposed" in layer._decoding._copies) == (out_features >= in_features)
+    with torch.no_grad():
+        torch.testing.assert_close(flipped, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+        layer.weight.mul_(-1)
+        torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
 
 
 def test_gradients_and_state_dict_are_those_of_nn_linear():

@@ -87,7 +87,7 @@ def test_frozen_weights_are_cast_once_and_get_no_master_gradient():
 
 def test_fp16_on_cpu_is_refused_with_the_alternative():
     rows = patterned_rows()
-    with pytest.raises(ConfigError, match="bf16 or fp32 on CPU"):
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU; use --precision bf16 or fp32"):
         Trainer(tiny_gpt(), settings(precision="fp16"), token_factory(rows), progress=False)
 
 

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import lmforge
-from lmforge.serve.batch import RunningBatch
+from lmforge.models.heads import LMHead
+from lmforge.nn.decoding_linear import DecodingCopies, DecodingLinear, packing_available
+from lmforge.serve.batch import MAX_RESERVE, RunningBatch
 from lmforge.serve.engine import Engine, Event, GenerationRequest, Sampling
 from lmforge.serve.metrics import Metrics
 from lmforge.serve.text import PROMPT_CONTEXT, TextStream
@@ -91,28 +93,84 @@ def test_staggered_greedy_requests_match_sequential_generate(checkpoints, name, 
     assert max(engine.metrics.histograms["time_to_first_token_seconds"][-1:]) == 8
 
 
-def test_running_batch_rows_join_and_leave_without_changing_others(checkpoints):
-    """Direct: logits of a row are the same alone and in a batch with rows of other lengths (fp32)."""
+@pytest.mark.parametrize("name", ["gpt", "t5", "mlm"])
+def test_engine_makes_the_decoding_copies_before_it_is_ready(checkpoints, name):
+    """The first batched step must not pack every matrix while streams wait: the engine makes the layouts of
+    one row and of several rows at start (generative heads only; an encoder's products stay plain)."""
+    model = lmforge.load(checkpoints[name])
+    engine = Engine(model, name, Metrics())
+    engine.start()
+    assert engine.ready.wait(60)
+    engine.shutdown()
+    projections = [m for m in model.modules() if isinstance(m, DecodingLinear)]
+    assert projections
+    made = [set(m._decoding._copies) for m in projections]
+    head = set(getattr(model.head, "_decoding", DecodingCopies())._copies)
+    if not isinstance(model.head, LMHead):
+        assert made == [set()] * len(projections) and head == set()
+        return
+    assert head == ({"transposed", "packed"} if packing_available() else {"transposed"})
+    if packing_available():
+        for block in model.decoder.blocks:  # the decoder-only stack, or an encoder-decoder's decoder
+            assert "packed" in block.self_attn.q._decoding._copies
+
+
+@pytest.mark.parametrize("leaving", ["longest", "first"])
+def test_running_batch_rows_join_and_leave_without_changing_others(checkpoints, leaving):
+    """Direct: logits of a row are the same alone and in a batch with rows of other lengths (fp32), before and
+    after another row leaves (the longest: the cache drops its leading columns; the first: every row moves)
+    and joins again (the longest: into a new cache; the first: into the row it left)."""
     model = lmforge.load(checkpoints["gpt"]).eval()
-    prompts = prompts_for(model, 3)
+    prompts = prompts_for(model, 4)
+
+    def prefilled(prompt):
+        cache = model.new_cache(1, len(prompt))
+        model(torch.tensor([prompt]), cache=cache)
+        return cache
+
     with torch.inference_mode():
-        alone = []
+        alone = []  # per prompt: logits of its first and second step, decoding alone
         for prompt in prompts:
-            cache = model.new_cache(1, len(prompt))
-            model(torch.tensor([prompt]), cache=cache)
             batch = RunningBatch(model)
-            batch.add(object(), cache)
-            alone.append(batch.step(torch.tensor([7])))
+            batch.add(object(), prefilled(prompt))
+            alone.append([batch.step(torch.tensor([token])) for token in (7, 9, 11)])
         batch = RunningBatch(model)
         for prompt in prompts:
-            cache = model.new_cache(1, len(prompt))
-            model(torch.tensor([prompt]), cache=cache)
-            batch.add(object(), cache)
-        together = batch.step(torch.tensor([7, 7, 7]))
-        torch.testing.assert_close(together, torch.cat(alone), atol=1e-5, rtol=1e-5)
-        longest = max(range(3), key=lambda i: len(prompts[i]))
-        batch.keep([i for i in range(3) if i != longest])
-        assert batch.length == max(len(p) for i, p in enumerate(prompts) if i != longest) + 1
+            batch.add(object(), prefilled(prompt))
+        together = batch.step(torch.tensor([7] * len(prompts)))
+        torch.testing.assert_close(together, torch.cat([a[0] for a in alone]), atol=1e-5, rtol=1e-5)
+        gone = max(range(len(prompts)), key=lambda i: len(prompts[i])) if leaving == "longest" else 0
+        kept = [i for i in range(len(prompts)) if i != gone]
+        batch.keep(kept)
+        assert batch.length == max(len(prompts[i]) for i in kept) + 1
+        after = batch.step(torch.tensor([9] * len(kept)))
+        torch.testing.assert_close(after, torch.cat([alone[i][1] for i in kept]), atol=1e-5, rtol=1e-5)
+        batch.add(object(), prefilled(prompts[gone]))  # back again: into the free row (when not the longest)
+        again = batch.step(torch.tensor([11] * len(kept) + [7]))
+        torch.testing.assert_close(again, torch.cat([alone[i][2] for i in kept] + [alone[gone][0]]),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_running_batch_keeps_room_for_the_tokens_rows_will_add(checkpoints):
+    """A joining row's max_tokens are set aside in the cache (up to MAX_RESERVE), so the cache does not grow
+    (a copy of every row) while they decode."""
+    model = lmforge.load(checkpoints["gpt"]).eval()
+    prompt = prompts_for(model, 1)[0]
+    with torch.inference_mode():
+        batch = RunningBatch(model)
+        cache = model.new_cache(1, len(prompt))
+        model(torch.tensor([prompt]), cache=cache)
+        batch.add(object(), cache, reserve=100)
+        storage = batch.cache.keys.untyped_storage().data_ptr()
+        for _ in range(100):
+            batch.step(torch.tensor([7]))
+        assert batch.cache.keys.untyped_storage().data_ptr() == storage  # never grown
+        assert batch.cache.max_len == len(prompt) + 100
+        cache = model.new_cache(1, len(prompt))
+        model(torch.tensor([prompt]), cache=cache)
+        batch = RunningBatch(model)
+        batch.add(object(), cache, reserve=10**6)
+        assert batch.cache.max_len == len(prompt) + MAX_RESERVE
 
 
 def test_text_stream_never_splits_a_character_nor_shows_a_stop_string(checkpoints):

@@ -171,6 +171,36 @@ def test_int8_generation_of_a_row_does_not_depend_on_the_batch(tmp_path, name):
         assert torch.equal(model.generate(prompts[:batch], max_new_tokens=5, eos_token_id=[]), alone[:batch])
 
 
+@pytest.mark.parametrize("preset", ["tiny-gpt2", "tiny-llama", "tiny-bart"])
+def test_fused_self_attention_projections_give_the_same_logits_and_tokens(preset):
+    """`Attention.fuse_projections` (what the int8 formats quantize): q and kv as one layer, in float32 the same
+    outputs with and without the cache; cross-attention keeps its layers."""
+    from lmforge.nn.attention import Attention
+
+    torch.manual_seed(0)
+    model = lmforge.build_model(lmforge.presets.get(preset).replace(dropout=0.0), "causal-lm" if preset != "tiny-bart"
+                                else "seq2seq-lm").eval()
+    ids = torch.randint(3, 500, (2, 7), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        reference, tokens = logits_of(model, ids), model.generate(ids, max_new_tokens=5, eos_token_id=[])
+        attentions = [m for m in model.modules() if isinstance(m, Attention)]
+        for attention in attentions:
+            attention.fuse_projections()
+        torch.testing.assert_close(logits_of(model, ids), reference, rtol=1e-5, atol=1e-5)
+        assert torch.equal(model.generate(ids, max_new_tokens=5, eos_token_id=[]), tokens)
+    assert all((m.qkv is None) == m.cross and (m.q is None) != m.cross for m in attentions)
+    assert any(m.cross for m in attentions) == (preset == "tiny-bart")
+
+
+def test_int8_formats_quantize_self_attention_as_one_layer(tmp_path):
+    from lmforge.nn.attention import Attention
+
+    tiny_hf_models()["llama"].save_pretrained(tmp_path)
+    model = lmforge.load(tmp_path, dtype="int8")
+    attentions = [m for m in model.modules() if isinstance(m, Attention)]
+    assert attentions and all(isinstance(m.qkv, Int8Linear) and m.q is None and m.kv is None for m in attentions)
+
+
 def test_a_lora_adapter_is_merged_before_int8_quantization(tmp_path):
     torch.manual_seed(0)
     model = lmforge.build_model(lmforge.presets.get("tiny-gpt2").replace(dropout=0.0), "causal-lm")

@@ -6,7 +6,7 @@ of a file."""
 
 # Lowest first. Each unit is a top-level module or package of lmforge ("" is lmforge/__init__ itself).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("errors", "config", "presets", "labels", "readers", "seeding", "layers", "files")),
+    ("foundation", ("errors", "config", "presets", "labels", "readers", "seeding", "layers", "files", "devices")),
     ("nn", ("nn",)),
     ("models", ("models",)),
     ("tokenizer", ("tokenizer", "vocab_training")),

@@ -23,13 +23,16 @@ def load(path: str | Path, task: str | None = None, device: str | torch.device =
     `task` (Hugging Face folders only) overrides the head chosen from the checkpoint's `architectures`.
     `adapter`: a LoRA adapter folder (lmforge's or PEFT's) made for this base, applied on top; the result
     may have the adapter's head (a classifier trained on an embedding model). `path` may also be an adapter
-    folder alone, whose base_model_name_or_path is a folder here."""
+    folder alone, whose base_model_name_or_path is a folder here.
+
+    The model comes back in eval mode (dropout off), ready for inference, as Hugging Face's
+    `from_pretrained` does; the Trainer switches it to train mode itself."""
     if dtype is not None:
         weight_format_name(dtype)  # an unknown dtype fails before anything is read
         return to_weight_format(load(path, task=task, device=device, verify=verify, adapter=adapter), dtype)
     if adapter is not None:
         read_adapter(adapter)  # a bad adapter folder fails before the base is read
-        return apply_adapter(load(path, task=task, device=device, verify=verify), adapter)
+        return apply_adapter(load(path, task=task, device=device, verify=verify), adapter).eval()
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; give a checkpoint folder (lmforge or Hugging Face)")
@@ -42,8 +45,8 @@ def load(path: str | Path, task: str | None = None, device: str | torch.device =
         model = load_checkpoint(path, verify=verify, device=device)
         if task is not None and task != model.task:
             raise CheckpointError(f"{path} holds a {model.task} model, not {task}")
-        return model
+        return model.eval()
     if "model_type" in meta:
-        return load_hf(path, task=task).to(device)
+        return load_hf(path, task=task).to(device).eval()
     raise CheckpointError(f"{path / CONFIG_FILE} is neither an lmforge config (format_version) nor a Hugging Face "
                           "config (model_type)")

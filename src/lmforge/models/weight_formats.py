@@ -7,7 +7,8 @@
 - fp16: float16 weights, CUDA only;
 - int8: every linear layer's weight quantized per output channel (`nn.quantized.Int8Linear`), the LM
   head's output matrix too (tied to the embedding or not: with a 50k vocabulary it is a large share of
-  a small model's bytes); activations stay float32 between layers. The token embedding table stays
+  a small model's bytes); activations stay float32 between layers. Self-attention's q and kv layers are
+  fused into one (`Attention.fuse_projections`) before quantizing: one product per layer instead of two. The token embedding table stays
   float32: a lookup reads one row per token, so quantizing it would save memory, not time.
 - int8-dynamic: the same int8 weights, and each row of activations quantized to 8 bits on the fly before
   every linear layer (`Int8Linear` "dynamic"): fbgemm's int8 x int8 kernel, 2-4x faster on an x86 CPU than
@@ -20,7 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..devices import half_precision_problem
 from ..errors import InputError
+from ..nn.attention import Attention
 from ..nn.quantized import Int8Linear, dynamic_available, has_int8_weights, int8_activations, quantize_linears
 from .heads import LMHead
 from .lora import lora_layers, merge_and_unload
@@ -51,12 +54,12 @@ def weight_format_name(dtype: str | torch.dtype | None) -> str:
 def check_device_runs(name: str, device: torch.device | str) -> None:
     """Refuse a weight format the device cannot compute in."""
     device = torch.device(device)
-    if name == "fp16" and device.type == "cpu":
-        raise InputError("dtype fp16 needs a CUDA device; on the CPU use bf16 (or int8)")
+    problem = half_precision_problem(name, device)
+    if problem is not None:
+        other = "bf16 or int8" if name == "fp16" else "fp16 or int8"
+        raise InputError(f"dtype {problem}; use --dtype {other} or fp32")
     if name == "int8-dynamic" and (device.type != "cpu" or not dynamic_available()):
         raise InputError("dtype int8-dynamic needs fbgemm's int8 kernels on an x86 CPU; use int8 (weight-only) here")
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise InputError(f"this GPU ({device}) cannot compute in bf16; use fp16 or fp32")
 
 
 def check_finite(model: nn.Module) -> None:
@@ -90,6 +93,9 @@ def to_weight_format(model, dtype: str | torch.dtype | None):
         head.quantized = Int8Linear.from_matrix(matrix, activations=INT8_ACTIVATIONS[name])
         if not head.tied:
             head.weight = None  # the int8 copy replaces it
+    for attention in model.modules():
+        if isinstance(attention, Attention):
+            attention.fuse_projections()  # one int8 product of x per layer for queries, keys and values
     quantize_linears(model, INT8_ACTIVATIONS[name])
     for param in model.parameters():
         param.requires_grad_(False)

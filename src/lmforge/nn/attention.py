@@ -42,15 +42,32 @@ class Attention(nn.Module):
         self.o = DecodingLinear(n_heads * d_head, d_model, bias=bias if out_bias is None else out_bias)
         self.q_norm = RMSNorm(d_head, qk_norm_eps) if qk_norm_eps is not None else None
         self.k_norm = RMSNorm(d_head, qk_norm_eps) if qk_norm_eps is not None else None
+        self.qkv: nn.Module | None = None  # q and kv as one layer, for inference formats: `fuse_projections`
         self.rotary = rotary
         self.dropout = dropout
         self.scale = None if scale else 1.0  # None: SDPA's default 1/sqrt(d_head)
 
+    def fuse_projections(self) -> None:
+        """Self-attention: replace `q` and `kv` by one layer `qkv` (rows: queries, then keys/values), so that
+        decoding makes one product of x per layer instead of two. For inference formats (the int8 ones
+        quantize it per output row, exactly as they would the two layers); the model then cannot be trained
+        or saved in its usual state-dict names."""
+        if self.cross or self.qkv is not None:
+            return
+        weight = torch.cat([self.q.weight, self.kv.weight]).detach()  # (H*D + 2*Hkv*D, d_model)
+        fused = DecodingLinear(weight.shape[1], weight.shape[0], bias=self.q.bias is not None,
+                               device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            fused.weight.copy_(weight)
+            if fused.bias is not None:
+                fused.bias.copy_(torch.cat([self.q.bias, self.kv.bias]))
+        self.qkv, self.q, self.kv = fused, None, None
+
     def _heads(self, x: torch.Tensor, n_heads: int) -> torch.Tensor:  # (B, T, H*D) -> (B, H, T, D)
         return x.unflatten(-1, (n_heads, self.d_head)).transpose(1, 2)
 
-    def _keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k, v = self.kv(source).chunk(2, dim=-1)  # 2 x (B, S, Hkv*D)
+    def _keys_values(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, S, 2*Hkv*D) projected
+        k, v = kv.chunk(2, dim=-1)  # 2 x (B, S, Hkv*D)
         k = self._heads(k, self.n_kv_heads)  # (B, Hkv, S, D)
         return (k if self.k_norm is None else self.k_norm(k)), self._heads(v, self.n_kv_heads)
 
@@ -61,18 +78,22 @@ class Attention(nn.Module):
         float, broadcastable to (B, H, T, S); position_ids: (B|1, T) positions of the new tokens (per
         row, so rows of one batch may sit at different positions), read by `rotary`.
         Returns (B, T, d_model)."""
-        q = self._heads(self.q(x), self.n_heads)  # (B, H, T, D)
+        if self.qkv is not None:
+            q, kv = self.qkv(x).split_with_sizes([self.n_heads * self.d_head, 2 * self.n_kv_heads * self.d_head], -1)
+        else:
+            q, kv = self.q(x), None  # (B, T, H*D)
+        q = self._heads(q, self.n_heads)  # (B, H, T, D)
         if self.q_norm is not None:
             q = self.q_norm(q)
         if self.cross:
             if cache is not None and cache.cross[layer] is not None:
                 k, v = cache.cross[layer]
             else:
-                k, v = self._keys_values(context)  # (B, Hkv, S, D)
+                k, v = self._keys_values(self.kv(context))  # (B, Hkv, S, D)
                 if cache is not None:
                     cache.cross[layer] = (k, v)
         else:
-            k, v = self._keys_values(x)  # (B, Hkv, T, D)
+            k, v = self._keys_values(self.kv(x) if kv is None else kv)  # (B, Hkv, T, D)
             if self.rotary is not None:
                 q, k = self.rotary(q, k, position_ids)
             if cache is not None:

@@ -26,6 +26,8 @@ import torch
 from ..infer.generate import eval_mode
 from ..infer.logits import apply_processors, build_processors
 from ..infer.options import GenerationOptions
+from ..infer.steppers import make_stepper
+from ..models.heads import LMHead
 from .batch import RunningBatch
 from .metrics import Metrics
 from .text import TextStream
@@ -176,6 +178,7 @@ class Engine:
     def _run(self) -> None:
         with eval_mode(self.model), torch.inference_mode():
             self.metrics.set_engine(self.name, 0, 0, 0)
+            self._warm_up()
             self.ready.set()
             while True:
                 with self.wake:
@@ -186,6 +189,17 @@ class Engine:
                 self._turn()
                 self.metrics.set_engine(self.name, self.queue_depth, self.running, self.batch.cache_bytes())
         self._fail_everything(self.stop_message)
+
+    def _warm_up(self) -> None:
+        """Make the matrices' decoding copies (`nn.decoding_linear`, `models.cpu_decoding`) before the first
+        request: one decoding step of 1 and of 2 rows. Otherwise the first step of a batch of several rows
+        would pack every matrix (seconds at gpt2 size) while its streams wait."""
+        if not isinstance(self.model.head, LMHead):
+            return
+        for rows in (1, 2):
+            ids = torch.zeros(rows, 1, dtype=torch.long, device=self.model.device)  # (rows, 1)
+            stepper = make_stepper(self.model, ids, None, 1)
+            stepper.step(stepper.prefill().argmax(dim=-1))
 
     def _turn(self) -> None:
         """One loop turn: drop cancelled work, admit, one micro-batch of encoder jobs, one turn's prefill,
@@ -286,7 +300,8 @@ class Engine:
             cache.reorder(index)
             mask = mask.index_select(0, index)
         if joining:
-            self.batch.join([group[row] for row in joining], cache, mask)
+            rows = [group[row] for row in joining]
+            self.batch.join(rows, cache, mask, reserve=max(r.sampling.max_tokens - r.new_tokens for r in rows))
 
     def _prefill_chunk(self, request: GenerationRequest) -> None:
         """Feed the next `prefill_chunk` prompt tokens; on the last chunk pick the first token and join the batch."""
@@ -311,7 +326,7 @@ class Engine:
                 self.prefilling.remove(request)
                 self.metrics.count("prompt_tokens", len(request.ids))
                 if self._emit(request, int(self._pick([request], logits)[0])):
-                    self.batch.add(request, request.cache)
+                    self.batch.add(request, request.cache, reserve=request.sampling.max_tokens - request.new_tokens)
                 request.cache = None
 
         if not self._guarded(request, work) and request in self.prefilling:

@@ -16,26 +16,19 @@ import sys
 import torch
 from torch import nn
 
+from ..devices import cpu_has_bf16_units, half_precision_problem
 from ..errors import ConfigError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def cpu_has_bf16_units() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX); without them torch
-    emulates bf16 products, many times slower than float32."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse a precision `device` cannot train in (`ConfigError`, one line naming the alternative);
     warn on stderr when it runs but emulated (bf16 on a CPU without bf16 units)."""
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("precision fp16 needs a CUDA GPU (it uses a gradient scaler); use bf16 or fp32 on CPU")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
-        raise ConfigError(f"precision bf16 needs a GPU with bf16 support (Ampere or newer) but "
-                          f"{torch.cuda.get_device_name(device)} has none; use --precision fp16 or fp32")
+    problem = half_precision_problem(precision, device)
+    if problem is not None:
+        other = "bf16 or fp32" if precision == "fp16" else "fp16 or fp32"
+        raise ConfigError(f"precision {problem}; use --precision {other}")
     if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16_units():
         print("warning: this CPU has no bf16 matrix units (AVX512-BF16/AMX), so bf16 training is emulated and "
               "runs slower than fp32 here; --precision fp32 is faster on this machine", file=sys.stderr, flush=True)
