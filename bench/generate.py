@@ -68,10 +68,15 @@ def interleaved_times(fns: dict, repeats: int) -> dict[str, list[float]]:
     return times
 
 
-def read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
-    """Bytes/s at which this machine streams a float32 array from memory (the fastest of `repeats` sums)."""
+def read_bandwidth(megabytes: int = 256, repeats: int = 10) -> float:
+    """Bytes/s at which this machine streams float32 weights from memory: the fastest of `repeats` passes of
+    two readers over the same array, a sum and a vector-matrix product (how a decoding step reads a
+    transposed weight), so the limit is what the memory allows rather than one kernel's rate."""
     data = torch.ones(megabytes * 2**20 // 4)
-    return data.numel() * 4 / min(interleaved_times({"sum": data.sum}, repeats)["sum"])
+    matrix = data.view(1024, -1)  # (1024, C): a wide matrix streams fastest (a long reduction per output does not)
+    vector = torch.ones(1, 1024)
+    times = interleaved_times({"sum": data.sum, "vector-matrix": lambda: vector @ matrix}, repeats)
+    return data.numel() * 4 / min(min(runs) for runs in times.values())
 
 
 def step_weight_bytes(model) -> int:

@@ -9,7 +9,7 @@ import pytest
 from lmforge import presets
 from lmforge.cli import main
 from lmforge.train.recipe import default_recipe
-from lmforge.train.budget import MIN_EVAL_INTERVAL, RESERVE, minimum_budget, plan_steps
+from lmforge.train.budget import MIN_EVAL_INTERVAL, RESERVE, endless, minimum_budget, plan_steps
 from lmforge.errors import ConfigError
 from lmforge.train.optim import learning_rate
 from lmforge.train.settings import TrainSettings
@@ -79,6 +79,17 @@ def test_bad_budgets_are_one_line_errors_naming_the_minimum(shards, tmp_path, ca
     if "shorter" in message:
         assert "give at least" in error
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_budget_timing_runs_pass_after_pass_over_a_small_split():
+    class Passes:  # a re-iterable split of two batches, as ShardBatches is (one pass per iter)
+        def __iter__(self):
+            return iter([{"batch": 0}, {"batch": 1}])
+
+    source = endless(Passes())
+    assert [next(source)["batch"] for _ in range(5)] == [0, 1, 0, 1, 0]
+    with pytest.raises(ConfigError, match="no batch to time"):
+        next(endless([]))
 
 
 def test_budget_arithmetic():

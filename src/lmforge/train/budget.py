@@ -14,7 +14,7 @@ import copy
 import math
 import statistics
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -26,31 +26,51 @@ from .settings import TrainSettings
 from .trainer import default_loss, loss_and_parts
 
 RESERVE = 0.05  # of the budget, for checkpoints and the final save (evaluations are timed and counted)
-TIMED_STEPS = 3
+TIMED_STEPS = 3  # timed trial steps at least
+TIMING_SHARE = 0.01  # and more of them until this share of the budget is spent, so one slow moment weighs less
+MAX_TIMED_STEPS = 30
 EVALUATIONS = 10  # about this many evaluations (and checkpoints) per run
 MIN_EVAL_INTERVAL = 20  # steps between evaluations at least: a short budget trains rather than evaluates
 
 
 def measure_step_seconds(model: nn.Module, batches: Iterable[dict], loss_fn: Callable, settings: TrainSettings,
-                         steps: int = TIMED_STEPS) -> float:
+                         steps: int = TIMED_STEPS, seconds: float = 0.0) -> float:
     """Median seconds of one optimizer step (forward, backward, AdamW) on a copy of `model`, after one
-    untimed warm-up step. The model, and every random generator, are left as they were."""
+    untimed warm-up step: `steps` timed steps, and more (up to MAX_TIMED_STEPS) until `seconds` have passed,
+    so that a moment of load on a shared machine does not size the whole run. The model, and every random
+    generator, are left as they were."""
     numpy_state = np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         trial = copy.deepcopy(model).train()
         optimizer = build_optimizer(trial, settings)
-        times, source = [], iter(batches)
-        for index in range(steps + 1):
+        source = endless(batches)
+
+        def timed_step() -> float:
             batch = next(source)
             started = time.perf_counter()
             for _ in range(settings.grad_accum):
                 loss_and_parts(loss_fn(trial, batch))[0].backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if index:
-                times.append(time.perf_counter() - started)
+            return time.perf_counter() - started
+
+        timed_step()  # warm-up (allocations, kernel choice): not counted
+        times, began = [], time.perf_counter()
+        while len(times) < steps or (time.perf_counter() - began < seconds and len(times) < MAX_TIMED_STEPS):
+            times.append(timed_step())
     np.random.set_state(numpy_state)
     return statistics.median(times)
+
+
+def endless(batches: Iterable[dict]) -> Iterator[dict]:
+    """The batches of `batches` pass after pass (a small corpus may hold fewer batches than the timing
+    takes); ConfigError when a pass yields none."""
+    while True:
+        count = 0
+        for count, batch in enumerate(batches, 1):
+            yield batch
+        if count == 0:
+            raise ConfigError("the training split yields no batch to time; give more text or a smaller --batch-size")
 
 
 def measure_eval_seconds(model: nn.Module, batches: Iterable[dict], loss_fn: Callable, limit: int) -> float:
@@ -123,7 +143,7 @@ def fit_to_budget(seconds: float, model: nn.Module, settings: TrainSettings, sou
     started = time.perf_counter()
     loss_fn = loss_fn or default_loss
     micro = settings.micro_batch_size(world_size)
-    step_seconds = measure_step_seconds(model, sources.train(micro), loss_fn, settings)
+    step_seconds = measure_step_seconds(model, sources.train(micro), loss_fn, settings, seconds=TIMING_SHARE * seconds)
     evaluates = sources.has_valid and given.get("eval_every") != 0
     eval_seconds = measure_eval_seconds(model, sources.valid(micro), loss_fn, settings.eval_batches) if evaluates else 0.0
     left = seconds - (time.perf_counter() - started)
