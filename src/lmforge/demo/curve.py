@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
 import shutil
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,11 +129,27 @@ def _quiet(line: str) -> None:
     """`say` for a curve run in another process: its lines are reported by the caller from the results."""
 
 
+def follow_parent(threads: int, parent: int) -> None:
+    """Pool initializer of a background curve: `threads` torch threads, and a watcher that ends this process
+    as soon as `parent` is gone. A parent killed by a signal (SIGTERM, SIGKILL) runs no cleanup, and the pool's
+    worker would otherwise go on fine-tuning, unseen, for minutes."""
+    torch.set_num_threads(threads)
+
+    def watch() -> None:
+        while os.getppid() == parent:  # an orphan is adopted by another process
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
+
+
 class BackgroundCurve:
-    """`run_curve` in a separate process with its own torch threads (`start_curve`); `results()` waits."""
+    """`run_curve` in a separate process with its own torch threads (`start_curve`); `results()` waits.
+    The process ends with this one, however this one ends (`follow_parent`)."""
 
     def __init__(self, arms: list[Arm], labelled, test_file: Path, plan: CurvePlan, out: Path, threads: int):
-        self.pool = multiprocessing.get_context("spawn").Pool(1, initializer=torch.set_num_threads, initargs=(threads,))
+        self.pool = multiprocessing.get_context("spawn").Pool(1, initializer=follow_parent,
+                                                              initargs=(threads, os.getpid()))
         self.job = self.pool.apply_async(run_curve, (arms, labelled, test_file, plan, out, _quiet))
         self.pool.close()
 
