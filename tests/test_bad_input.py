@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from finetune_helpers import sentiment_lines, tagged_sentences, write_conll, write_lines
+from process_helpers import ctrl_c_default
 from lmforge import ModelConfig, build_model
 from lmforge.checkpoint.io import load_checkpoint
 from lmforge.cli import main
@@ -445,7 +446,8 @@ def test_ctrl_c_names_the_kept_step_and_resume_says_where_it_starts(world, tmp_p
     args = [sys.executable, "-m", "lmforge", "pretrain", "--preset", "tiny-gpt2", "--data", str(world["root"] / "shards"),
             "--out", str(out), "--max-steps", "100000", "--batch-size", "2", "--seq-len", "16", "--warmup-steps", "1",
             "--save-every", "3", "--eval-every", "0", "--quiet", "--no-codecarbon"]
-    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=ctrl_c_default)
     state = out / "checkpoints" / "last" / "trainer_state.json"
     while not state.is_file() and process.poll() is None:
         time.sleep(0.1)
@@ -455,7 +457,8 @@ def test_ctrl_c_names_the_kept_step_and_resume_says_where_it_starts(world, tmp_p
     assert process.returncode == 130, err
     assert err.strip().splitlines() == [err.strip()] and f"the checkpoint of step {saved}" in err and "--resume" in err
     resume = subprocess.Popen([sys.executable, "-m", "lmforge", "pretrain", "--out", str(out), "--resume", "--quiet",
-                               "--no-codecarbon"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               "--no-codecarbon"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=ctrl_c_default)
     first = resume.stderr.readline()
     resume.send_signal(signal.SIGINT)
     resume.communicate(timeout=120)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from finetune_helpers import labelled_files
+from process_helpers import ctrl_c_default
 from test_train_resume import ROOT, shards  # noqa: F401 (the shared corpus fixture)
 
 def lmforge(*args, check_ok: bool = False) -> subprocess.CompletedProcess:
@@ -150,7 +151,7 @@ def wait_for(path: Path, process: subprocess.Popen, seconds: float = 240) -> Non
 def start(args: list) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "lmforge", *map(str, args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_default)
 
 
 def test_a_run_killed_before_its_first_checkpoint_gets_one_instruction(corpus, tmp_path):
