@@ -92,6 +92,11 @@ class GenerationRequest:
         self.generator: torch.Generator | None = None
         self.stop_ids: set[int] = set()
 
+    @property
+    def tokens_left(self) -> int:
+        """New tokens it may still produce before `max_tokens` ends it."""
+        return self.sampling.max_tokens - self.new_tokens
+
     def cancel(self) -> None:
         self.cancelled = True
 
@@ -301,7 +306,7 @@ class Engine:
             mask = mask.index_select(0, index)
         if joining:
             rows = [group[row] for row in joining]
-            self.batch.join(rows, cache, mask, reserve=max(r.sampling.max_tokens - r.new_tokens for r in rows))
+            self.batch.join(rows, cache, mask, reserve=max(r.tokens_left for r in rows))
 
     def _prefill_chunk(self, request: GenerationRequest) -> None:
         """Feed the next `prefill_chunk` prompt tokens; on the last chunk pick the first token and join the batch."""
@@ -326,7 +331,7 @@ class Engine:
                 self.prefilling.remove(request)
                 self.metrics.count("prompt_tokens", len(request.ids))
                 if self._emit(request, int(self._pick([request], logits)[0])):
-                    self.batch.add(request, request.cache, reserve=request.sampling.max_tokens - request.new_tokens)
+                    self.batch.add(request, request.cache, reserve=request.tokens_left)
                 request.cache = None
 
         if not self._guarded(request, work) and request in self.prefilling:
@@ -380,7 +385,7 @@ class Engine:
                 request.sink(Event("text", text=piece, tokens=request.new_tokens))
             if request.text.stopped:
                 finish = "stop"
-            elif request.new_tokens >= request.sampling.max_tokens:
+            elif request.tokens_left <= 0:
                 finish = "length"
         if finish is None:
             request.next_token = token
