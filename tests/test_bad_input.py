@@ -138,8 +138,8 @@ def tree(folder: Path) -> dict[str, tuple]:
     return entries
 
 
-def run_cli(root: Path, argv: list[str]) -> tuple[int, list[str]]:
-    """`lmforge ARGV` in-process with `root` as the current folder: (status, stderr lines)."""
+def run_cli(root: Path, argv: list[str]) -> tuple[int, list[str], str]:
+    """`lmforge ARGV` in-process with `root` as the current folder: (status, stderr lines, stdout)."""
     err, out = io.StringIO(), io.StringIO()
     previous = os.getcwd()
     os.chdir(root)
@@ -151,7 +151,7 @@ def run_cli(root: Path, argv: list[str]) -> tuple[int, list[str]]:
                 status = exit_.code
     finally:
         os.chdir(previous)
-    return status, [line for line in err.getvalue().splitlines() if line.strip()]
+    return status, [line for line in err.getvalue().splitlines() if line.strip()], out.getvalue()
 
 
 # ---- the CLI catalogue: (id, command line, what the one stderr line must say) --------------------------
@@ -258,6 +258,7 @@ CLI_CASES = [
     # generation and the other pipelines
     ("gen-temperature-zero", "generate --sample --temperature 0 --max-new-tokens 2 model the", "--sample"),
     ("gen-max-new-tokens", "generate --max-new-tokens 0 model the", "max_new_tokens"),
+    ("gen-no-room-for-prompt", "generate --max-new-tokens 1000 model the", "no room for a prompt"),
     ("gen-top-p", "generate --sample --top-p 2 --max-new-tokens 2 model the", "top_p"),
     ("gen-num-beams", "generate --num-beams 0 --max-new-tokens 2 model the", "num_beams"),
     ("gen-model-missing", "generate nowhere the", "nowhere"),
@@ -288,12 +289,13 @@ def test_cli_case(world, case_id, command, expected):
         if f" {mount}/" in f" {command}" and mount in world["mount_failures"]:
             pytest.skip(f"cannot mount a {what} tmpfs here: {world['mount_failures'][mount]}")
     before = tree(root)
-    status, lines = run_cli(root, shlex.split(command))
+    status, lines, printed = run_cli(root, shlex.split(command))
     after = tree(root)
     assert status == 2, f"exit {status}, stderr: {lines}"
     assert len(lines) == 1, f"{len(lines)} stderr lines: {lines}"
     assert "Traceback" not in lines[0]
     assert expected in lines[0], lines[0]
+    assert printed == "", f"a refused command printed {printed[:80]!r}"
     assert after == before, f"files changed: {sorted(set(after.items()) ^ set(before.items()))[:6]}"
 
 
@@ -392,7 +394,7 @@ def test_hf_config_with_special_ids_outside_the_vocabulary_loads_with_a_warning(
 
 
 def test_info_names_the_head_truthfully(world):
-    status, _ = run_cli(world["root"], ["info", "clf"])
+    status, _, _ = run_cli(world["root"], ["info", "clf"])
     assert status == 0
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -33,9 +33,11 @@ def run(args) -> int:
                     print(result["generated_text"], flush=True)
             return 0
         for text in texts:
-            sys.stdout.write(text)
+            pieces = generator.stream(text, **options)
+            first = next(pieces, "")  # checks the prompt and options, so a refused one prints nothing
+            sys.stdout.write(text + first)
             sys.stdout.flush()
-            for piece in generator.stream(text, **options):
+            for piece in pieces:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
             sys.stdout.write("\n")
