@@ -69,6 +69,7 @@ def world(tmp_path_factory):
     write_lines(root / "train.txt", sentiment_lines(24, 0))
     write_lines(root / "dev.txt", sentiment_lines(8, 1))
     write_lines(root / "unseen.txt", ["7 the film was good"])
+    write_lines(root / "reviews.txt", ["1 a warm , funny film", "0 dull", "1 the best film of the year"])
     write_conll(root / "ner.conll", tagged_sentences(12, 0))
     (root / "latin1_train.txt").write_bytes(b"1 caf\xe9 good\n0 bad film\n")
     # configuration and settings files, good and bad
@@ -229,6 +230,8 @@ CLI_CASES = [
     ("ft-train-missing", f"{FT.replace('train.txt', 'nowhere.txt')} --out o", "nowhere.txt"),
     ("ft-model-missing", f"{FT.replace('--from model', '--from nowhere')} --out o", "nowhere"),
     ("ft-conll-to-classifier", f"{FT.replace('train.txt', 'ner.conll')} --out o", "not a classification file"),
+    ("ft-classification-to-tagger", f"{FT.replace('classify', 'tag').replace('train.txt', 'reviews.txt')} --out o",
+     "--task classify"),
     ("ft-not-utf8", f"{FT.replace('train.txt', 'latin1_train.txt')} --out o", "--errors replace"),
     ("ft-max-length-zero", f"{FT} --out o --max-length 0", "--max-length"),
     ("ft-max-length-one", f"{FT} --out o --max-length 1", "--max-length"),

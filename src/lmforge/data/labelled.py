@@ -194,7 +194,9 @@ def read_conll(path: str | Path, tokenizer: Tokenizer, labels: LabelSet | None =
 
 
 def _conll_sentences(path: Path, errors: str) -> Iterator[list[tuple[str, str, int]]]:
-    sentence = []
+    """Sentences of (word, tag, line number); every line has as many columns as the first (a file whose lines
+    vary in width is prose, e.g. `label text` lines for --task classify, not CoNLL)."""
+    sentence, width = [], None
     for number, line, _ in read_lines(path, errors):
         if not line.strip():
             if sentence:
@@ -206,6 +208,10 @@ def _conll_sentences(path: Path, errors: str) -> Iterator[list[tuple[str, str, i
             continue
         if len(columns) < 2 or not columns[-1].strip():
             raise DataError(f"{path}:{number}: no tag column in {line!r}; expected `token<TAB>tag`")
+        width = width or len(columns)
+        if len(columns) != width:
+            raise DataError(f"{path}:{number}: {len(columns)} columns where the first line has {width}; CoNLL data "
+                            "has one `token<TAB>tag` per line (a `label text` file is for --task classify)")
         sentence.append((columns[0], columns[-1].strip(), number))
     if sentence:
         yield sentence
