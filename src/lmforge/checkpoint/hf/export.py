@@ -65,15 +65,24 @@ def match_format(model, model_type: str | None, state: dict | None = None):
         raise CheckpointError(f"model_type {model_type!r} is not supported; choose one of {', '.join(FORMATS)}")
     hinted = model.config.extra.get("model_type") if isinstance(model.config.extra, dict) else None
     order = [model_type] if model_type else sorted(FORMATS, key=lambda t: t != hinted)
-    reasons = []
+    reasons, unfit = [], []  # unfit: formats of another family or without this head, named only if all are
     for name in order:
         fmt = FORMATS[name]
         try:
             return fmt, *convert(fmt, model, state)
+        except _Unfit as error:
+            unfit.append(f"{name}: {error}")
         except CheckpointError as error:
             reasons.append(f"{name}: {error}")
+    hint = ("; a pre-LN encoder (lmforge's small-budget pretraining recipe) has no BERT-family equivalent: "
+            "pretrain with --recipe standard for a model that exports") \
+        if model.config.family == "encoder" and model.config.norm_placement == "pre" else ""
     raise CheckpointError(f"this {model.config.family} {model.task} model matches no Hugging Face format "
-                          f"lmforge writes ({'; '.join(reasons)})")
+                          f"lmforge writes ({'; '.join(reasons or unfit)}){hint}")
+
+
+class _Unfit(CheckpointError):
+    """A format that cannot hold the model at all: another family, or no architecture with its head."""
 
 
 def effective(config, name: str):
@@ -87,10 +96,10 @@ def effective(config, name: str):
 def convert(fmt: HFFormat, model, state: dict | None = None) -> tuple[dict, dict]:
     """The state dict and config.json of `model` in `fmt`; raises `CheckpointError` saying what does not fit."""
     if model.task not in fmt.tasks:
-        raise CheckpointError(f"no {fmt.model_type} architecture has a {model.task} head")
+        raise _Unfit(f"no {fmt.model_type} architecture has a {model.task} head")
     family = fmt.to_config(ConfigReader(fmt.from_config(model.config), "config"), set(), model.task).family
     if family != model.config.family:
-        raise CheckpointError(f"{fmt.model_type} is a {family} model type")
+        raise _Unfit(f"{fmt.model_type} is a {family} model type")
     architecture = fmt.architecture_for(model.task)
     state = to_hf(fmt, model, architecture, state)
     hf_config = {"model_type": fmt.model_type, "architectures": [architecture], **fmt.from_config(model.config)}
