@@ -47,3 +47,14 @@ def test_convert_names_an_unsupported_model_type(tmp_path, capsys):
     (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "mamba", "architectures": ["MambaForCausalLM"]}))
     assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "out")]) == 2
     assert "model_type 'mamba' is not supported" in capsys.readouterr().err
+
+
+def test_convert_to_hf_says_how_a_small_budget_encoder_could_export(tmp_path, capsys):
+    """A pre-LN encoder (the small-budget pretraining recipe) fits no BERT-family format: the error names only
+    the encoder formats that have its head, and says to pretrain with --recipe standard."""
+    config = lmforge.presets.get("tiny-bert").replace(norm_placement="pre", final_norm=True)
+    lmforge.build_model(config).save(tmp_path / "ours")
+    assert main(["convert", str(tmp_path / "ours"), str(tmp_path / "hf"), "--to", "hf"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "bert:" in error and "gpt2" not in error and "--recipe standard" in error and "\n" not in error
+    assert not (tmp_path / "hf").exists()
