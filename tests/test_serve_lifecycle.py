@@ -42,6 +42,7 @@ def test_start_up_errors_are_one_line_and_exit_2(checkpoints, tmp_path, capsys):
         taken.listen(1)
         line = start_fails(gpt, "--port", str(taken.getsockname()[1]))
     assert "already in use" in line and "--port" in line
+    assert "not a TCP port" in start_fails(gpt, "--port", "99999")
     # the same as a real process
     done = subprocess.run([sys.executable, "-m", "lmforge", "serve", str(tmp_path), "--port", str(free_port())],
                           capture_output=True, text=True, timeout=120)

@@ -74,6 +74,8 @@ def serve(options: ServeOptions, log=print) -> int:
                          (options.prefill_chunk, "--prefill-chunk")):
         if number < 1:
             raise InputError(f"{what} must be >= 1, got {number}")
+    if not 0 <= options.port <= 65535:
+        raise InputError(f"--port {options.port} is not a TCP port; give one from 1 to 65535 (0: any free port)")
     sock = bind(options.host, options.port)
     try:
         metrics = Metrics()
