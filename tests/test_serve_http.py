@@ -252,8 +252,9 @@ def test_bad_requests_get_openai_shaped_errors(server, client):
     assert_error(post(server, "/v1/completions", {"model": "gpt", "prompt": "x", "top_p": 1.5}), 400, param="top_p")
     assert_error(post(server, "/v1/completions", {"model": "gpt", "prompt": "x", "temperature": "hot"}), 400,
                  param="temperature")
-    assert_error(post(server, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 0}), 400,
-                 param="max_tokens")
+    error = assert_error(post(server, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 0}), 400,
+                         param="max_tokens")
+    assert "'max_tokens' must be >= 1, got 0" in error["message"]
     assert_error(post(server, "/v1/completions", {"model": "nope", "prompt": "x"}), 404, "model_not_found", "model")
     assert_error(post(server, "/v1/completions", {"model": "mlm", "prompt": "x"}), 400, "unsupported_task")
     error = assert_error(post(server, "/v1/pipelines/fill-mask", {"model": "gpt", "inputs": "x"}), 400,

@@ -44,8 +44,9 @@ class Fields:
                             code="invalid_type")
         too_low = low is not None and (value <= low if low_open else value < low)
         if too_low or (high is not None and value > high):
-            left = "(" if low_open else "["
-            raise bad_field(self._name(name), f"'{self._name(name)}' must be in {left}{low}, {high}], got {value!r}")
+            bound = f"in {'(' if low_open else '['}{low}, {high}]" if high is not None \
+                else f"{'>' if low_open else '>='} {low}"
+            raise bad_field(self._name(name), f"'{self._name(name)}' must be {bound}, got {value!r}")
         return value
 
     def strings(self, name: str, default=_MISSING) -> list[str] | None:
