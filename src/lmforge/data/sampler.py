@@ -32,7 +32,7 @@ class ResumableSampler:
         self.epoch, self.position = 0, 0
         if len(self) == 0:
             raise DataError(f"{num_items} items make no full batch of {batch_size} on each of {world_size} ranks; "
-                            "use a smaller batch size, more data, or drop_last=False")
+                            f"use --batch-size {max(num_items // world_size, 1)} or less, or more data")
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """This rank's indices for `epoch`, in visiting order."""
