@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from .. import build_model, load, presets
+from ..errors import ConfigError
 
 
 def register(subparsers) -> None:
@@ -20,7 +22,11 @@ def run(args) -> int:
         model = load(args.target)
         source = str(args.target)
     else:
-        model = build_model(presets.get(args.target), args.task)
+        try:
+            config = presets.get(args.target)
+        except ConfigError as error:
+            raise ConfigError(f"no checkpoint folder {args.target} (check the path), and {error}") from None
+        model = build_model(config, args.task)
         source = f"preset {args.target}"
     print(describe(model, source))
     return 0
