@@ -10,7 +10,7 @@ import lmforge
 from lmforge.models.heads import LMHead
 from lmforge.nn.decoding_linear import DecodingCopies, DecodingLinear, packing_available
 from lmforge.serve.batch import MAX_RESERVE, RunningBatch
-from lmforge.serve.engine import Engine, Event, GenerationRequest, Sampling
+from lmforge.serve.engine import BURST_CHUNKS, Engine, Event, GenerationRequest, Sampling
 from lmforge.serve.metrics import Metrics
 from lmforge.serve.text import PROMPT_CONTEXT, TextStream
 
@@ -104,7 +104,7 @@ def test_a_burst_beside_a_decoding_row_is_prefilled_in_one_turn_and_matches_gene
     model.config.eos_token_id = None  # run every request to max_tokens
     generator = torch.Generator().manual_seed(2)
     prompts = [torch.randint(3, model.config.vocab_size, (length,), generator=generator).tolist()
-               for length in (5, 3, 6, 2, 7, 4, 5)]
+               for length in (5, 3, 5, 2, 4, 4, 5)]
     max_tokens = [12, 6, 1, 9, 4, 1, 7]
     expected = [model.generate(torch.tensor([p]), max_new_tokens=n)[0, len(p):].tolist()
                 for p, n in zip(prompts, max_tokens)]
@@ -138,12 +138,14 @@ def test_a_burst_beside_a_decoding_row_is_prefilled_in_one_turn_and_matches_gene
         assert len(engine.batch) == 1 and groups == [1]
         engine.waiting.extend(requests[1:])
         engine._turn()
-        assert groups == [1, 6]  # the burst in one turn: 6 prompts, 7 wide, 42 tokens > prefill_chunk
+        assert groups == [1, 6]  # the burst in one turn: 6 prompts, 5 wide, 30 tokens > prefill_chunk
         assert len(engine.batch) == 1 + 6 - 2  # the two max_tokens-1 requests have left
         while not engine.idle:
             engine._turn()
     assert joined_before_first == [True] * len(prompts)
     assert got == expected
+    engine.prefilling = requests * 3  # 21 prompts, no row decoding: a turn's budget stops at BURST_CHUNKS chunks
+    assert engine._prefill_budget() == 8 * BURST_CHUNKS
     for collector, new in zip(collectors, max_tokens):
         assert collector.events[-1].kind == "done" and collector.events[-1].finish_reason == "length"
         assert collector.events[-1].tokens == new

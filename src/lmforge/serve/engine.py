@@ -36,6 +36,9 @@ from .metrics import Metrics
 from .text import TextStream
 
 
+BURST_CHUNKS = 4  # a turn prefills at most this many times `prefill_chunk` tokens (see `Engine._prefill_budget`)
+
+
 class QueueFull(Exception):
     """The model's queue is full; the client should retry later."""
 
@@ -281,11 +284,11 @@ class Engine:
 
     def _prefill_budget(self) -> int:
         """Prompt tokens (padding included) this turn may prefill together: `prefill_chunk`, times the number of
-        admitted prompts per decoding row when they outnumber the rows. Every decoding row waits for a turn's
-        prefill, so a burst of arrivals beside a few running rows is prefilled at once: those rows are held up
-        once instead of over several turns, and the burst's requests start sooner. Prompts that trickle in beside
-        a full batch still go `prefill_chunk` tokens a turn."""
-        return self.prefill_chunk * max(1, len(self.prefilling) // max(1, len(self.batch)))
+        admitted prompts per decoding row when they outnumber the rows, up to BURST_CHUNKS chunks. Every decoding
+        row waits for a turn's prefill, so a burst of short prompts beside a few running rows is prefilled at
+        once: those rows are held up once instead of over several turns, and the burst's requests start sooner.
+        Prompts that trickle in beside a full batch still go `prefill_chunk` tokens a turn."""
+        return self.prefill_chunk * min(BURST_CHUNKS, max(1, len(self.prefilling) // max(1, len(self.batch))))
 
     def _prefill_together(self, group: list[GenerationRequest], width: int) -> None:
         """Prefill whole decoder prompts as one left-padded batch; let them join the running batch with their
