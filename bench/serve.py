@@ -3,14 +3,18 @@ Hugging Face `generate` called once per request.
 
 Random GPT-2 models (Hugging Face, seeded; the 6x384 shape and the gpt2 size, vocabulary 50257) are
 saved, converted with `lmforge.load` and served by a real `lmforge serve` subprocess, twice: with
-continuous batching (--max-batch 16) and with batching off (--max-batch 1). 1, 4 and 16 clients each
-stream `--requests` completions of exactly `--tokens` new tokens (greedy, ignore_eos) for a prompt
+continuous batching (--max-batch 16) and with batching off (--max-batch 1), both running at once: each
+number of clients is measured on one server then the other, `--repeats` times (interleaved, so that a
+shared machine's load falls on both alike; the samples of all repeats are pooled). 1, 4 and 16 clients
+each stream `--requests` completions of exactly `--tokens` new tokens (greedy, ignore_eos) for a prompt
 of `--prompt-tokens` ids. The tokenizer is a word-level one with one word per id, so every token
 is one streamed chunk. Reported: aggregate new tokens/s (all tokens / wall time), time to first
-token and inter-token latency (gap between chunks of one stream), p50 and p95. The Hugging Face row
-runs the same requests one after another in this process (`generate` once per request).
+token and inter-token latency (gap between chunks of one stream), p50 and p95, and the p95 against the
+same server's with one client (the goal at 16 clients: at most 3x). The Hugging Face row runs the same
+requests one after another in this process (`generate` once per request).
 
     python bench/serve.py                               # both sizes, 1/4/16 clients
+    python bench/serve.py --sizes 6x384 gpt2 --clients 1 16 --repeats 3
     python bench/serve.py --sizes small --tokens 16     # quicker
     python bench/serve.py --sizes gpt2 --step-profile   # where a decoding step of 1/4/16 rows goes
 
@@ -36,10 +40,15 @@ import threading
 import time
 from pathlib import Path
 
-import requests
-import torch
+# this folder's kernels.py would shadow the `kernels` package that transformers imports when it is installed
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import requests  # noqa: E402
+import torch  # noqa: E402
 
 SIZES = {"small": (6, 384, 6), "gpt2": (12, 768, 12)}  # n_layer, n_embd, n_head
+ALIASES = {"6x384": "small", "12x768": "gpt2"}
 VOCAB = 50257
 
 
@@ -108,8 +117,10 @@ def one_stream(url: str, model: str, prompt: list[int], tokens: int, record: dic
     record["itl"].extend(b - a for a, b in zip(arrivals, arrivals[1:]))
 
 
-def run_clients(url: str, model: str, clients: int, requests_each: int, prompt: list[int], tokens: int) -> dict:
-    record = {"tokens": 0, "ttft": [], "itl": []}
+def run_clients(url: str, model: str, clients: int, requests_each: int, prompt: list[int], tokens: int,
+                record: dict | None = None) -> dict:
+    """`clients` streaming clients at once; their tokens, TTFTs, ITLs and wall seconds are added to `record`."""
+    record = record if record is not None else {"tokens": 0, "ttft": [], "itl": [], "seconds": 0.0}
 
     def client() -> None:
         for _ in range(requests_each):
@@ -121,7 +132,7 @@ def run_clients(url: str, model: str, clients: int, requests_each: int, prompt: 
         thread.start()
     for thread in threads:
         thread.join()
-    record["seconds"] = time.perf_counter() - start
+    record["seconds"] += time.perf_counter() - start
     return record
 
 
@@ -224,9 +235,10 @@ def step_profile(path: Path, label: str, rows_list: list[int], turns: int, promp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES) + list(ALIASES))
     parser.add_argument("--clients", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=1, help="requests per client, one after another")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds over both servers, pooled")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per request")
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server and of HF")
@@ -234,6 +246,7 @@ def main() -> None:
     parser.add_argument("--step-profile", action="store_true",
                         help="instead of the servers: time one engine turn of --clients rows in this process, by part")
     args = parser.parse_args()
+    args.sizes = [ALIASES.get(size, size) for size in args.sizes]
     torch.set_num_threads(args.threads)
     prompt = torch.randint(1, VOCAB - 1, (args.prompt_tokens,), generator=torch.Generator().manual_seed(0)).tolist()
     if args.step_profile:
@@ -243,36 +256,45 @@ def main() -> None:
                 step_profile(path, f"{SIZES[size][0]}x{SIZES[size][1]}", args.clients, args.tokens, prompt)
         return
     print(f"{args.tokens} new tokens per request, prompt {args.prompt_tokens} tokens, {args.requests} request(s) "
-          f"per client, float32, {args.threads} threads\n")
-    print("| model | clients | mode | tokens/s | vs one-at-a-time | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) |")
-    print("|---|---:|---|---:|---:|---|---|")
+          f"per client, {args.repeats} interleaved repeat(s), float32, {args.threads} threads\n")
+    print("| model | clients | mode | tokens/s | vs one-at-a-time | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) "
+          "| ITL p95 vs 1 client |")
+    print("|---|---:|---|---:|---:|---|---|---:|")
+    modes = {"batching off": 1, "continuous batching": 16}
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             path, hf = save_models(Path(tmp), size)
-            results = {}
-            for mode, max_batch in (("batching off", 1), ("continuous batching", 16)):
-                server = ServerProcess(path, max_batch, args.threads, args.port)
-                try:
-                    run_clients(server.url, path.name, 1, 1, prompt, 4)  # warm-up
+            results = {(mode, clients): None for mode in modes for clients in args.clients}
+            servers = {}
+            try:
+                for offset, (mode, max_batch) in enumerate(modes.items()):
+                    servers[mode] = ServerProcess(path, max_batch, args.threads, args.port + offset)
+                    run_clients(servers[mode].url, path.name, 1, 1, prompt, 4)  # warm-up
+                for _ in range(args.repeats):
                     for clients in args.clients:
-                        results[mode, clients] = run_clients(server.url, path.name, clients, args.requests, prompt,
-                                                             args.tokens)
-                finally:
+                        for mode, server in servers.items():
+                            results[mode, clients] = run_clients(server.url, path.name, clients, args.requests,
+                                                                 prompt, args.tokens, results[mode, clients])
+            finally:
+                for server in servers.values():
                     server.stop()
             label = f"{SIZES[size][0]}x{SIZES[size][1]}"
             for clients in args.clients:
                 base = results["batching off", clients]
                 base_rate = base["tokens"] / base["seconds"]
-                for mode in ("batching off", "continuous batching"):
+                for mode in modes:
                     r = results[mode, clients]
                     rate = r["tokens"] / r["seconds"]
                     itl = r["itl"] or [0.0]
+                    single = results.get((mode, 1))
+                    vs_single = (f"{percentile(itl, 95) / percentile(single['itl'], 95):.2f}x"
+                                 if single and single["itl"] else "-")
                     print(f"| {label} | {clients} | {mode} | {rate:,.0f} | {rate / base_rate:.2f}x | "
                           f"{percentile(r['ttft'], 50):.3f} / {percentile(r['ttft'], 95):.3f} | "
-                          f"{1000 * percentile(itl, 50):.1f} / {1000 * percentile(itl, 95):.1f} |")
+                          f"{1000 * percentile(itl, 50):.1f} / {1000 * percentile(itl, 95):.1f} | {vs_single} |")
                 hf_rate = hf_once_per_request(hf, prompt, args.tokens, clients * args.requests)
                 print(f"| {label} | {clients} | HF generate, once per request | {hf_rate:,.0f} | "
-                      f"{hf_rate / base_rate:.2f}x | - | - |", flush=True)
+                      f"{hf_rate / base_rate:.2f}x | - | - | - |", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import lmforge
 from lmforge.models.heads import LMHead
 from lmforge.nn.decoding_linear import DecodingCopies, DecodingLinear, packing_available
 from lmforge.serve.batch import MAX_RESERVE, RunningBatch
-from lmforge.serve.engine import Engine, Event, GenerationRequest, Sampling
+from lmforge.serve.engine import BURST_CHUNKS, Engine, Event, GenerationRequest, Sampling
 from lmforge.serve.metrics import Metrics
 from lmforge.serve.text import PROMPT_CONTEXT, TextStream
 
@@ -91,6 +91,64 @@ def test_staggered_greedy_requests_match_sequential_generate(checkpoints, name, 
     if prefill_chunk > max(len(p) for p in prompts[:2]) * 2 and not model.config.is_encoder_decoder:
         assert max(groups) > 1  # prompts of different lengths were prefilled together, left-padded
     assert max(engine.metrics.histograms["time_to_first_token_seconds"][-1:]) == 8
+
+
+def test_a_burst_beside_a_decoding_row_is_prefilled_in_one_turn_and_matches_generate(checkpoints):
+    """prefill_chunk 8: six short prompts arriving while one row decodes outnumber the decoding rows, so they are
+    prefilled together in one turn (not 8 tokens a turn); each joins the running batch before its first token is
+    sent; requests that end at their first token (max_tokens 1) leave again; every request gets exactly
+    sequential `generate`'s tokens (fp32). The engine is driven turn by turn in this thread."""
+    from lmforge.infer.generate import eval_mode
+
+    model = lmforge.load(checkpoints["gpt"])
+    model.config.eos_token_id = None  # run every request to max_tokens
+    generator = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(3, model.config.vocab_size, (length,), generator=generator).tolist()
+               for length in (5, 3, 5, 2, 4, 4, 5)]
+    max_tokens = [12, 6, 1, 9, 4, 1, 7]
+    expected = [model.generate(torch.tensor([p]), max_new_tokens=n)[0, len(p):].tolist()
+                for p, n in zip(prompts, max_tokens)]
+
+    engine = Engine(model, "gpt", Metrics(), max_batch=8, prefill_chunk=8)
+    got = [[] for _ in prompts]
+    joined_before_first = []
+    original_emit, original_together = engine._emit, engine._prefill_together
+    groups = []
+
+    def recording_emit(request, token):
+        if not got[request.index]:
+            joined_before_first.append(request in engine.batch.rows)
+        got[request.index].append(token)
+        return original_emit(request, token)
+
+    def recording_together(group, width):
+        groups.append(len(group))
+        return original_together(group, width)
+
+    engine._emit, engine._prefill_together = recording_emit, recording_together
+    collectors = [Collector() for _ in prompts]
+    requests = []
+    for index, (prompt, new, collector) in enumerate(zip(prompts, max_tokens, collectors)):
+        request = GenerationRequest(prompt, Sampling(max_tokens=new, temperature=0), collector)
+        request.index = index
+        requests.append(request)
+    with eval_mode(model), torch.inference_mode():
+        engine.waiting.append(requests[0])
+        engine._turn()  # the first request is prefilled alone and decodes
+        assert len(engine.batch) == 1 and groups == [1]
+        engine.waiting.extend(requests[1:])
+        engine._turn()
+        assert groups == [1, 6]  # the burst in one turn: 6 prompts, 5 wide, 30 tokens > prefill_chunk
+        assert len(engine.batch) == 1 + 6 - 2  # the two max_tokens-1 requests have left
+        while not engine.idle:
+            engine._turn()
+    assert joined_before_first == [True] * len(prompts)
+    assert got == expected
+    engine.prefilling = requests * 3  # 21 prompts, no row decoding: a turn's budget stops at BURST_CHUNKS chunks
+    assert engine._prefill_budget() == 8 * BURST_CHUNKS
+    for collector, new in zip(collectors, max_tokens):
+        assert collector.events[-1].kind == "done" and collector.events[-1].finish_reason == "length"
+        assert collector.events[-1].tokens == new
 
 
 @pytest.mark.parametrize("name", ["gpt", "t5", "mlm"])

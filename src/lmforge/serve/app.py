@@ -62,27 +62,41 @@ def build_app(state: ServerState):
         state.metrics.count("errors", 1, f'code="{error.code}"')
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        """API key, body size and draining, before any route runs; ApiErrors become OpenAI-shaped JSON."""
+    def check(request: Request) -> None:
+        """API key, body size and draining, before any route runs; raises ApiError."""
         path = request.url.path
-        try:
-            if state.api_key and path not in ("/health", "/") and request.method != "OPTIONS":
-                given = request.headers.get("authorization", "")
-                if not secrets.compare_digest(given.encode(), f"Bearer {state.api_key}".encode()):
-                    raise ApiError(401, "missing or wrong API key; send 'Authorization: Bearer KEY' with the "
-                                   "server's --api-key", type="authentication_error", code="invalid_api_key")
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > state.max_body_bytes:
-                raise ApiError(413, f"the request body has {length} bytes, more than the server's limit of "
-                               f"{state.max_body_bytes} (--max-body-bytes)", code="request_too_large")
-            if request.method == "POST" and (state.draining or not state.ready):
-                raise unavailable() if state.draining else ApiError(
-                    503, "the server is still loading its models; retry shortly", type="service_unavailable",
-                    code="loading")
-            return await call_next(request)
-        except ApiError as error:
-            return error_response(error)
+        if state.api_key and path not in ("/health", "/") and request.method != "OPTIONS":
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {state.api_key}".encode()):
+                raise ApiError(401, "missing or wrong API key; send 'Authorization: Bearer KEY' with the "
+                               "server's --api-key", type="authentication_error", code="invalid_api_key")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > state.max_body_bytes:
+            raise ApiError(413, f"the request body has {length} bytes, more than the server's limit of "
+                           f"{state.max_body_bytes} (--max-body-bytes)", code="request_too_large")
+        if request.method == "POST" and (state.draining or not state.ready):
+            raise unavailable() if state.draining else ApiError(
+                503, "the server is still loading its models; retry shortly", type="service_unavailable",
+                code="loading")
+
+    class Guard:
+        """`check` as a plain ASGI layer; an ApiError becomes OpenAI-shaped JSON. (Starlette's
+        `@app.middleware("http")` would relay every streamed chunk through one more task and memory stream,
+        event-loop work that competes with the engine's torch threads for the cores.)"""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http":
+                try:
+                    check(Request(scope))
+                except ApiError as error:
+                    await error_response(error)(scope, receive, send)
+                    return
+            await self.inner(scope, receive, send)
+
+    app.add_middleware(Guard)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):

@@ -4,9 +4,12 @@ The scheduler is a small loop (admit, prefill, decode, evict), as in vLLM and TG
 - generation requests wait in a bounded queue; a waiting request is admitted while the running batch
   has room and is prefilled within `prefill_chunk` prompt tokens per loop turn, so the rows already
   decoding get a step between chunks: a decoder's fresh prompts that fit together are prefilled in one
-  batched forward (left-padded) and join at once, a longer prompt is fed alone chunk by chunk;
-- a prefilled row joins the running batch (`RunningBatch`), which feeds one token to every row per
-  step; a row leaves as soon as it finishes or its client has gone, the others are never recomputed;
+  batched forward (left-padded) and join at once, a longer prompt is fed alone chunk by chunk. A burst
+  of prompts that outnumbers the rows decoding may take more per turn (see `_prefill_budget`);
+- a prefilled row joins the running batch (`RunningBatch`) before its first token is sent (the copy into
+  the batch's cache counts in its time to first token, not in its first gap); the batch feeds one token to
+  every row per step; a row leaves as soon as it finishes or its client has gone, the others are never
+  recomputed;
 - encoder work (embeddings, fill-mask, classification, tagging) is micro-batched by token count
   between decoding steps.
 Every request gets its own sampling settings and random generator, so greedy output does not depend
@@ -31,6 +34,9 @@ from ..models.heads import LMHead
 from .batch import RunningBatch
 from .metrics import Metrics
 from .text import TextStream
+
+
+BURST_CHUNKS = 4  # a turn prefills at most this many times `prefill_chunk` tokens (see `Engine._prefill_budget`)
 
 
 class QueueFull(Exception):
@@ -197,11 +203,12 @@ class Engine:
 
     def _warm_up(self) -> None:
         """Make the matrices' decoding copies (`nn.decoding_linear`, `models.cpu_decoding`) before the first
-        request: one decoding step of 1 and of 2 rows. Otherwise the first step of a batch of several rows
-        would pack every matrix (seconds at gpt2 size) while its streams wait."""
+        request: one decoding step of 1, of 2 and of `max_batch` rows. Otherwise the first step of a batch of several
+        rows would pack every matrix (seconds at gpt2 size) while its streams wait, and the first step of a full
+        batch would set up oneDNN's kernels for that many rows (~1 ms per matrix shape)."""
         if not isinstance(self.model.head, LMHead):
             return
-        for rows in (1, 2):
+        for rows in sorted({1, 2, self.max_batch}):
             ids = torch.zeros(rows, 1, dtype=torch.long, device=self.model.device)  # (rows, 1)
             stepper = make_stepper(self.model, ids, None, 1)
             stepper.step(stepper.prefill().argmax(dim=-1))
@@ -266,18 +273,26 @@ class Engine:
         if self.is_seq2seq or first.prefilled or len(first.ids) > self.prefill_chunk:
             self._prefill_chunk(first)
             return
-        group, width = [], 0
+        group, width, budget = [], 0, self._prefill_budget()
         for request in self.prefilling:
             wider = max(width, len(request.ids))
-            if request.prefilled or wider * (len(group) + 1) > self.prefill_chunk:
+            if request.prefilled or len(request.ids) > self.prefill_chunk or wider * (len(group) + 1) > budget:
                 break
             group.append(request)
             width = wider
         self._prefill_together(group, width)
 
+    def _prefill_budget(self) -> int:
+        """Prompt tokens (padding included) this turn may prefill together: `prefill_chunk`, times the number of
+        admitted prompts per decoding row when they outnumber the rows, up to BURST_CHUNKS chunks. Every decoding
+        row waits for a turn's prefill, so a burst of short prompts beside a few running rows is prefilled at
+        once: those rows are held up once instead of over several turns, and the burst's requests start sooner.
+        Prompts that trickle in beside a full batch still go `prefill_chunk` tokens a turn."""
+        return self.prefill_chunk * min(BURST_CHUNKS, max(1, len(self.prefilling) // max(1, len(self.batch))))
+
     def _prefill_together(self, group: list[GenerationRequest], width: int) -> None:
-        """Prefill whole decoder prompts as one left-padded batch; pick their first tokens and let the
-        unfinished ones join the running batch with their rows of the cache."""
+        """Prefill whole decoder prompts as one left-padded batch; let them join the running batch with their
+        rows of the cache and hand them their first tokens (`_join_then_emit`)."""
         device = self.model.device
         ids = torch.zeros(len(group), width, dtype=torch.long, device=device)  # (n, width)
         mask = torch.zeros_like(ids)
@@ -299,14 +314,9 @@ class Engine:
             request.prefilled = len(request.ids)
         self.metrics.count("prompt_tokens", sum(len(request.ids) for request in group))
         picked = self._pick(group, logits)
-        joining = [row for row, request in enumerate(group) if self._emit(request, picked[row])]
-        if len(joining) < len(group):
-            index = torch.tensor(joining, dtype=torch.long, device=device)
-            cache.reorder(index)
-            mask = mask.index_select(0, index)
-        if joining:
-            rows = [group[row] for row in joining]
-            self.batch.join(rows, cache, mask, reserve=max(r.tokens_left for r in rows))
+        # after their first token they may add tokens_left - 1 more
+        self._join_then_emit(group, picked, lambda: self.batch.join(group, cache, mask,
+                                                                    reserve=max(r.tokens_left for r in group) - 1))
 
     def _prefill_chunk(self, request: GenerationRequest) -> None:
         """Feed the next `prefill_chunk` prompt tokens; on the last chunk pick the first token and join the batch."""
@@ -330,12 +340,23 @@ class Engine:
             if request.prefilled == len(request.ids):
                 self.prefilling.remove(request)
                 self.metrics.count("prompt_tokens", len(request.ids))
-                if self._emit(request, int(self._pick([request], logits)[0])):
-                    self.batch.add(request, request.cache, reserve=request.tokens_left)
-                request.cache = None
+                cache, request.cache = request.cache, None
+                self._join_then_emit([request], self._pick([request], logits),
+                                     lambda: self.batch.add(request, cache, reserve=request.tokens_left - 1))
 
         if not self._guarded(request, work) and request in self.prefilling:
             self.prefilling.remove(request)
+
+    def _join_then_emit(self, group: list[GenerationRequest], picked: list[int], join: Callable[[], None]) -> None:
+        """Let freshly prefilled `group` join the running batch (`join()` adds their rows at its end), then hand
+        each its first token `picked[i]`; those finished by it (a stop, max_tokens 1, a client gone) leave again.
+        Joining first puts the copy into the batch's cache before the first token, so the gap to the second
+        token is one decoding step, like every later one."""
+        join()
+        start = len(self.batch) - len(group)
+        finished = {start + i for i, request in enumerate(group) if not self._emit(request, picked[i])}
+        if finished:
+            self.batch.keep([row for row in range(len(self.batch)) if row not in finished])
 
     def _decode_step(self) -> None:
         rows = self.batch.rows
