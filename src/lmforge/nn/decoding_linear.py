@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 _DECODING = contextvars.ContextVar("lmforge_decoding", default=False)  # inside `decoding_products()`
+# torch.compile cannot read a ContextVar: code it traces reads this flag instead (see `compiled_decoding_products`)
+_COMPILED_DECODING = False
 MAX_FAST_ROWS = 16  # beyond this many rows, the ordinary F.linear is as fast; the packed layout is made for it
 
 
@@ -48,6 +50,9 @@ class DecodingCopies:
 
     def of(self, weight: torch.Tensor, layout: str) -> torch.Tensor | None:
         """The copy of `weight` in `layout`; None when this build cannot make it (the caller then reads `weight`)."""
+        if torch.compiler.is_compiling():  # a compiled decoding step reads the copy an eager step made
+            kept = self._copies.get(layout)
+            return None if kept is None else kept[1]
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape))
         kept = self._copies.get(layout)
         if kept is None or kept[0] != key:
@@ -79,6 +84,24 @@ def decoding_products():
         _DECODING.reset(token)
 
 
+@contextlib.contextmanager
+def compiled_decoding_products():
+    """`decoding_products()` for code that torch.compile traces (a compiled decoding step): there, layers
+    read only the copies an eager step under `decoding_products()` has made for the same number of rows (the
+    compiled code cannot check whether they are current). Not thread-safe: a module flag, not a ContextVar."""
+    global _COMPILED_DECODING
+    previous, _COMPILED_DECODING = _COMPILED_DECODING, True
+    try:
+        yield
+    finally:
+        _COMPILED_DECODING = previous
+
+
+def in_decoding() -> bool:
+    """Whether products should use their decoding copies (inside `decoding_products()`, or its compiled form)."""
+    return _COMPILED_DECODING if torch.compiler.is_compiling() else _DECODING.get()
+
+
 class DecodingLinear(nn.Linear):
     """An `nn.Linear` (same parameters, same state-dict names, adapters wrap it alike) that, inside
     `decoding_products()`, multiplies 1-16 float32 rows on the CPU, when no gradient is needed, through a
@@ -92,7 +115,7 @@ class DecodingLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         rows = x.shape[:-1].numel()
-        if (rows <= MAX_FAST_ROWS and _DECODING.get() and not torch.is_grad_enabled() and x.device.type == "cpu"
+        if (rows <= MAX_FAST_ROWS and in_decoding() and not torch.is_grad_enabled() and x.device.type == "cpu"
                 and x.dtype == torch.float32 and self.weight.dtype == torch.float32):
             if rows == 1 and self.out_features >= self.in_features:  # one streaming pass over a (in, out) copy
                 transposed = self._decoding.of(self.weight, "transposed")  # (in, out)
