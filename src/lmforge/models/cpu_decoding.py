@@ -40,7 +40,7 @@ def project(hidden: torch.Tensor, weight: torch.Tensor, decoding: torch.Tensor |
     if torch.is_grad_enabled() or hidden.device.type != "cpu" or rows > MAX_FAST_ROWS or weight.dtype in HALF_DTYPES:
         return F.linear(hidden, weight)
     flat = hidden.reshape(rows, -1)  # (rows, d)
-    if decoding is not None and is_packed(decoding):
+    if decoding is not None and is_packed(decoding) and not torch.compiler.is_compiling():  # (see DecodingLinear)
         return packed_linear(flat, decoding).reshape(*hidden.shape[:-1], -1)  # (B, T, V)
     if decoding is not None and rows == 1:
         return hidden @ decoding  # (B, T, d) @ (d, V): one streaming pass over the matrix

@@ -122,7 +122,9 @@ class DecodingLinear(nn.Linear):
                 flat = x.reshape(1, -1)  # (1, in)
                 out = flat @ transposed if self.bias is None else torch.addmm(self.bias, flat, transposed)
                 return out.reshape(*x.shape[:-1], -1)
-            packed = self._decoding.of(self.weight, "packed") if rows > 1 and packing_available() else None
+            # compiled code multiplies 2-16 rows its own way (inductor takes a packed matrix only as a frozen constant)
+            packed = self._decoding.of(self.weight, "packed") \
+                if rows > 1 and not torch.compiler.is_compiling() and packing_available() else None
             if packed is not None:
                 return packed_linear(x.reshape(rows, -1), packed, self.bias).reshape(*x.shape[:-1], -1)
         return F.linear(x, self.weight, self.bias)

@@ -75,19 +75,18 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         inv_freq, self.attention_scaling = inverse_frequencies(config)
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (rotary_dim / 2,)
-        self._last: tuple | None = None  # (position_ids, its version, dtype, (cos, sin))
+        self._last: tuple[torch.Tensor, torch.dtype, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """q (B, H, T, D), k (B, Hkv, T, D), position_ids (B|1, T) -> rotated q and k."""
         if torch.compiler.is_compiling():  # no state kept across layers in traced code (the compiler shares the work)
             cos, sin = self.tables(position_ids, q.dtype)
-        elif (self._last is not None and self._last[0] is position_ids and self._last[1] == position_ids._version
-              and self._last[2] == q.dtype):
-            cos, sin = self._last[3]  # the same positions as the previous layer's (not changed in place since)
+        elif self._last is not None and self._last[0] is position_ids and self._last[1] == q.dtype:
+            cos, sin = self._last[2]  # the same positions as the previous layer's
         else:
             cos, sin = self.tables(position_ids, q.dtype)
-            self._last = (position_ids, position_ids._version, q.dtype, (cos, sin))
+            self._last = (position_ids, q.dtype, (cos, sin))
         return rotate(q, cos, sin), rotate(k, cos, sin)
 
     def tables(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -64,7 +64,8 @@ class Stack(nn.Module):
             raise InputError(f"attention_mask has shape {tuple(key_mask.shape)} but ({batch}, {past + length}) "
                              "was expected (batch, cached + new tokens)")
         x = embeds * self.embed_scale if self.embed_scale != 1.0 else embeds
-        position_ids = static.positions if static is not None else \
+        # static: a copy of this step's positions (the cache changes its own in place; rotary keys on the tensor)
+        position_ids = static.positions.clone() if static is not None else \
             new_position_ids(key_mask, past, length, embeds.device)  # (B|1, T)
         if self.positions is not None:
             x = x + self.positions(position_ids)
