@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -47,10 +49,13 @@ class DecodingCopies:
 
     def __init__(self):
         self._copies: dict[str, tuple[tuple, torch.Tensor | None]] = {}
+        self.key = next(_copies_keys)  # its number for `packed_product`
+        _COPIES[self.key] = self
 
     def of(self, weight: torch.Tensor, layout: str) -> torch.Tensor | None:
-        """The copy of `weight` in `layout`; None when this build cannot make it (the caller then reads `weight`)."""
-        if torch.compiler.is_compiling():  # a compiled decoding step reads the copy an eager step made
+        """The copy of `weight` in `layout`; None when this build cannot make it (the caller then reads `weight`).
+        `weight` None, or in code torch.compile traces: the copy kept, unchecked (None if there is none)."""
+        if weight is None or torch.compiler.is_compiling():  # a compiled step reads the copy an eager step made
             kept = self._copies.get(layout)
             return None if kept is None else kept[1]
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape))
@@ -69,8 +74,36 @@ class DecodingCopies:
         except RuntimeError:  # a build or CPU oneDNN cannot pack for: the plain matrix serves
             return None
 
+    def out_features(self, layout: str) -> int:
+        return self._copies[layout][0][4][0]  # the kept matrix's (out, in) shape, from its key
+
     def clear(self) -> None:
         self._copies = {}
+
+
+# torch.compile takes a packed matrix only as a frozen constant: compiled code multiplies by one through
+# `lmforge::packed_product`, an operator it treats as opaque, which finds the copies by their number
+_COPIES: "weakref.WeakValueDictionary[int, DecodingCopies]" = weakref.WeakValueDictionary()
+_copies_keys = itertools.count()
+
+
+@torch.library.custom_op("lmforge::packed_product", mutates_args=())
+def packed_product(flat: torch.Tensor, copies: int, bias: torch.Tensor | None) -> torch.Tensor:
+    """flat (rows, in) @ the packed matrix kept by the `DecodingCopies` numbered `copies` (+ bias) -> (rows, out)."""
+    return packed_linear(flat, _COPIES[copies].of(None, "packed"), bias)
+
+
+@packed_product.register_fake
+def _(flat: torch.Tensor, copies: int, bias: torch.Tensor | None) -> torch.Tensor:
+    return flat.new_empty(flat.shape[0], _COPIES[copies].out_features("packed"))
+
+
+def kept_packed_product(flat: torch.Tensor, copies: DecodingCopies, bias: torch.Tensor | None = None
+                        ) -> torch.Tensor | None:
+    """In compiled code: flat (rows, in) @ the packed copy `copies` keeps (+ bias), or None when it keeps none."""
+    if copies.of(None, "packed") is None:
+        return None
+    return torch.ops.lmforge.packed_product(flat.contiguous(), copies.key, bias)
 
 
 @contextlib.contextmanager
@@ -122,9 +155,11 @@ class DecodingLinear(nn.Linear):
                 flat = x.reshape(1, -1)  # (1, in)
                 out = flat @ transposed if self.bias is None else torch.addmm(self.bias, flat, transposed)
                 return out.reshape(*x.shape[:-1], -1)
-            # compiled code multiplies 2-16 rows its own way (inductor takes a packed matrix only as a frozen constant)
-            packed = self._decoding.of(self.weight, "packed") \
-                if rows > 1 and not torch.compiler.is_compiling() and packing_available() else None
+            if rows > 1 and torch.compiler.is_compiling():
+                out = kept_packed_product(x.reshape(rows, -1), self._decoding, self.bias)
+                if out is not None:
+                    return out.reshape(*x.shape[:-1], -1)
+            packed = self._decoding.of(self.weight, "packed") if rows > 1 and packing_available() else None
             if packed is not None:
                 return packed_linear(x.reshape(rows, -1), packed, self.bias).reshape(*x.shape[:-1], -1)
         return F.linear(x, self.weight, self.bias)
