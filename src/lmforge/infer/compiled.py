@@ -16,6 +16,7 @@ the same function eagerly: the same tokens at eager speed. Models the static cac
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import types
 import warnings
@@ -45,8 +46,9 @@ def compiled_decode_step(model):
     if kept is None or kept[0] != signature:
         code = _decode_step.__code__.replace(co_name=f"_decode_step_{next(_count)}")
         step = types.FunctionType(code, _decode_step.__globals__, code.co_name)
-        kept = (signature, torch.compile(step, dynamic=False, options={
-            "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}))
+        with _warnings_ignored():  # the compiler's modules, imported now, warn of deprecations inside torch
+            kept = (signature, torch.compile(step, dynamic=False, options={
+                "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}))
         _compiled[model] = kept
     return kept[1]
 
@@ -71,6 +73,7 @@ class CompiledDecoderStepper(DecoderOnlyStepper):
             warnings.warn("compiling this model's decoding step failed earlier in this process; decoding eagerly",
                           stacklevel=4)
         self.eager_steps = 0  # steps run eagerly so far (the first makes the decoding copies of the weights)
+        self.compiled_calls = 0
 
     def prefill(self) -> torch.Tensor:
         logits = super().prefill()  # (B, V), eagerly over the prompt
@@ -82,7 +85,7 @@ class CompiledDecoderStepper(DecoderOnlyStepper):
         self.length += 1
         if self.compiled is not None and self.eager_steps > 0:
             try:
-                with decoding_products(), compiled_decoding_products():
+                with decoding_products(), compiled_decoding_products(), self._compiler_quiet():
                     return self.compiled(self.model, ids, self.cache)
             except Exception as error:  # the compiler's failures have many types; none has run the step
                 message = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -93,6 +96,12 @@ class CompiledDecoderStepper(DecoderOnlyStepper):
         self.eager_steps += 1
         with decoding_products():
             return self.model.decode_step(ids, self.cache)
+
+    def _compiler_quiet(self):
+        """Around a stepper's first compiled call, where torch compiles if it does: the compiler's own warnings
+        (deprecations inside torch) are not the caller's business; the step itself warns of nothing."""
+        self.compiled_calls += 1
+        return _warnings_ignored() if self.compiled_calls == 1 else contextlib.nullcontext()
 
     def expand(self, index: torch.Tensor) -> None:
         raise NotImplementedError("a static cache keeps its rows (compiled decoding has no beam search)")
@@ -106,3 +115,10 @@ def make_compiled_stepper(model, input_ids: torch.Tensor, attention_mask: torch.
         warnings.warn(f"{problem}; decoding eagerly", stacklevel=3)
         return make_stepper(model, input_ids, attention_mask, max_new_tokens)
     return CompiledDecoderStepper(model, input_ids, attention_mask, max_new_tokens)
+
+
+@contextlib.contextmanager
+def _warnings_ignored():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
