@@ -16,7 +16,13 @@ and left out); the read bandwidth is measured here, at the start.
 positions equal to lmforge fp32's (random models have near-flat logits, so low-precision formats
 diverge sooner than trained ones; `bench/weight_formats.py` measures the quality on a trained model).
 
+`--compile` adds, for every format, lmforge with its compiled decoding step (`generate(..., compile=True)`:
+torch.compile over a static cache) to the same interleaved runs; its rows give the ratio to lmforge's eager
+decoding and the compile time, paid once per model and batch shape (the first call, less an eager call;
+inductor's disk cache makes a second process compile faster).
+
     python bench/generate.py                                   # every size, every format, batch 1 and 8
+    python bench/generate.py --sizes small gpt2 --dtype fp32 int8-dynamic --compile --threads 1
     python bench/generate.py --sizes gpt2 --dtype int8 --batches 1 --repeats 5 --threads 1
 """
 
@@ -109,6 +115,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--compile", action="store_true", help="also time lmforge's compiled decoding step")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,42 +141,60 @@ def main() -> None:
                     return model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=n, do_sample=False,
                                           eos_token_id=None, pad_token_id=0)
 
-            def run_ours(model):
-                return lmforge.infer.generate(model, prompt, mask, max_new_tokens=n, eos_token_id=[])
+            def run_ours(model, compile=False):
+                return lmforge.infer.generate(model, prompt, mask, max_new_tokens=n, eos_token_id=[], compile=compile)
 
             fns = {f"hf {d}": (lambda m=m: run_hf(m)) for d, m in hf.items()}
             fns.update({f"lmforge {d}": (lambda m=m: run_ours(m)) for d, m in ours.items()})
             tokens = {name: fn() for name, fn in fns.items()}
+            compile_seconds = {}
+            if args.compile:
+                for dtype in args.dtypes:
+                    start = time.perf_counter()
+                    tokens[f"lmforge {dtype} compiled"] = run_ours(ours[dtype], compile=True)
+                    compile_seconds[dtype] = time.perf_counter() - start
+                    fns[f"lmforge {dtype} compiled"] = lambda m=ours[dtype]: run_ours(m, compile=True)
             times = interleaved_times(fns, args.repeats)
             for dtype in args.dtypes:
-                mine = times[f"lmforge {dtype}"]
-                same_hf = times.get(f"hf {dtype}")
-                if dtype == "fp32":
-                    same = "yes" if torch.equal(tokens["hf fp32"], tokens["lmforge fp32"]) else "NO"
-                else:
-                    same = f"{agreement(tokens['lmforge fp32'], tokens[f'lmforge {dtype}']):.0%} of fp32's"
-                rows.append(dict(
-                    size=size, params=params, dtype=dtype, batch=batch,
-                    hf32=n * batch / statistics.median(times["hf fp32"]),
-                    hf_same=None if same_hf is None else n * batch / statistics.median(same_hf),
-                    ours=n * batch / statistics.median(mine),
-                    vs_hf32=statistics.median(h / o for h, o in zip(times["hf fp32"], mine)),
-                    vs_same=None if same_hf is None else statistics.median(h / o for h, o in zip(same_hf, mine)),
-                    limit=batch * bandwidth / step_weight_bytes(ours[dtype]), same=same))
-                print(f"  {size} {dtype} batch {batch}: lmforge {statistics.median(mine):.2f}s, "
-                      f"HF fp32 {statistics.median(times['hf fp32']):.2f}s", flush=True)
+                for mode in ("eager", "compiled") if args.compile else ("eager",):
+                    name = f"lmforge {dtype}" + (" compiled" if mode == "compiled" else "")
+                    mine = times[name]
+                    same_hf = times.get(f"hf {dtype}")
+                    if dtype == "fp32":
+                        same = "yes" if torch.equal(tokens["hf fp32"], tokens[name]) else "NO"
+                    else:
+                        same = f"{agreement(tokens['lmforge fp32'], tokens[name]):.0%} of fp32's"
+                    eager = times[f"lmforge {dtype}"]
+                    rows.append(dict(
+                        size=size, params=params, dtype=dtype, mode=mode, batch=batch,
+                        hf32=n * batch / statistics.median(times["hf fp32"]),
+                        hf_same=None if same_hf is None else n * batch / statistics.median(same_hf),
+                        ours=n * batch / statistics.median(mine),
+                        vs_hf32=statistics.median(h / o for h, o in zip(times["hf fp32"], mine)),
+                        vs_same=None if same_hf is None else statistics.median(h / o for h, o in zip(same_hf, mine)),
+                        vs_eager=statistics.median(e / o for e, o in zip(eager, mine)),
+                        compile=None if mode == "eager" else compile_seconds[dtype] - statistics.median(eager),
+                        limit=batch * bandwidth / step_weight_bytes(ours[dtype]), same=same))
+                    print(f"  {size} {dtype} {mode} batch {batch}: lmforge {statistics.median(mine):.2f}s, "
+                          f"HF fp32 {statistics.median(times['hf fp32']):.2f}s", flush=True)
 
     print(f"\ngreedy, {args.new_tokens} new tokens after {args.prompt_tokens}, CPU, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}; memory read bandwidth {bandwidth / 1e9:.1f} GB/s (measured); ratios are "
           f"medians over {args.repeats} interleaved repeats")
-    print("| model | parameters | weights | batch | HF fp32 tok/s | HF same dtype tok/s | lmforge tok/s | "
-          "vs HF fp32 | vs HF same dtype | memory-bound limit | lmforge / limit | same tokens |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    compiled = args.compile
+    print("| model | parameters | weights | " + ("decoding step | " if compiled else "") + "batch | HF fp32 tok/s | "
+          "HF same dtype tok/s | lmforge tok/s | vs HF fp32 | vs HF same dtype | "
+          + ("vs lmforge eager | compile s | " if compiled else "") + "memory-bound limit | lmforge / limit | same tokens |")
+    print("|---|---:|---|" + ("---|" if compiled else "") + "---:|---:|---:|---:|---:|---:|"
+          + ("---:|---:|" if compiled else "") + "---:|---:|---|")
     for r in rows:
         hf_same = "—" if r["hf_same"] is None else f"{r['hf_same']:,.0f}"
         vs_same = "—" if r["vs_same"] is None else f"{r['vs_same']:.2f}x"
-        print(f"| {r['size']} (random) | {r['params'] / 1e6:.1f}M | {r['dtype']} | {r['batch']} | {r['hf32']:,.0f} | "
-              f"{hf_same} | {r['ours']:,.0f} | {r['vs_hf32']:.2f}x | {vs_same} | {r['limit']:,.0f} | "
+        mode = f"{r['mode']} | " if compiled else ""
+        extra = "" if not compiled else ("— | — | " if r["compile"] is None else
+                                         f"{r['vs_eager']:.2f}x | {r['compile']:.0f} | ")
+        print(f"| {r['size']} (random) | {r['params'] / 1e6:.1f}M | {r['dtype']} | {mode}{r['batch']} | {r['hf32']:,.0f} | "
+              f"{hf_same} | {r['ours']:,.0f} | {r['vs_hf32']:.2f}x | {vs_same} | {extra}{r['limit']:,.0f} | "
               f"{r['ours'] / r['limit']:.0%} | {r['same']} |")
 
 

@@ -264,6 +264,7 @@ CLI_CASES = [
     ("gen-no-room-for-prompt", "generate --max-new-tokens 1000 model the", "no room for a prompt"),
     ("gen-top-p", "generate --sample --top-p 2 --max-new-tokens 2 model the", "top_p"),
     ("gen-num-beams", "generate --num-beams 0 --max-new-tokens 2 model the", "num_beams"),
+    ("gen-compile-beams", "generate --compile --num-beams 2 --max-new-tokens 2 model the", "drop --compile or --num-beams"),
     ("gen-model-missing", "generate nowhere the", "nowhere"),
     ("gen-config-syntax", "generate badconfig the", "config.json"),
     ("gen-int-weights", "generate --max-new-tokens 2 intweights the", "int64"),

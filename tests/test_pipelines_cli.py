@@ -61,6 +61,14 @@ def test_generate_streams_the_same_text_as_the_library(checkpoints, capsys):
     assert code == 0 and err == "" and out == expected["generated_text"] + "\n"
 
 
+@pytest.mark.slow  # compiles a decoding step: 10-60 s on a busy 2-core CPU
+def test_generate_compile_streams_the_same_text_as_eager(checkpoints, capsys):
+    paths, _ = checkpoints
+    eager = run(["generate", paths["gpt"], "the cat sat", "--max-new-tokens", "6"], capsys)
+    compiled = run(["generate", paths["gpt"], "the cat sat", "--max-new-tokens", "6", "--compile"], capsys)
+    assert compiled == eager and eager[0] == 0 and eager[2] == ""
+
+
 def test_generate_reads_stdin_and_writes_json_lines(checkpoints, capsys, monkeypatch):
     paths, models = checkpoints
     code, out, _ = run(["generate", paths["gpt"], "--json", "--max-new-tokens", "5", "--num-beams", "2"], capsys,

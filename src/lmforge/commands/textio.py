@@ -46,9 +46,9 @@ def add_generation_flags(parser, max_new_tokens: int) -> None:
     group.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
 
 
-def generation_overrides(args, tokenizer) -> dict:
-    """Generation options from the decoding flags (checked; unset ones left out); an unknown --stop
-    token is an InputError."""
+def generation_overrides(args, tokenizer, **more) -> dict:
+    """Generation options from the decoding flags and `more` options a command has flags for (checked; unset
+    ones left out); an unknown --stop token is an InputError."""
     stop_ids = []
     for token in args.stop:
         index = tokenizer.token_to_id(token)
@@ -59,7 +59,7 @@ def generation_overrides(args, tokenizer) -> dict:
     options = GenerationOptions(
         max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, num_beams=args.num_beams, length_penalty=args.length_penalty, early_stopping=early,
-        repetition_penalty=args.repetition_penalty, stop_token_ids=stop_ids or None, seed=args.seed,
+        repetition_penalty=args.repetition_penalty, stop_token_ids=stop_ids or None, seed=args.seed, **more,
     ).validate()
     return {name: value for name, value in vars(options).items() if value is not None}
 

@@ -17,6 +17,7 @@ from ..config import first_id
 from ..errors import InputError
 from ..models import services
 from .beam import beam_search
+from .compiled import make_compiled_stepper
 from .logits import apply_processors, build_processors
 from .options import GenerationOptions
 from .steppers import make_stepper
@@ -91,7 +92,8 @@ class _Run:
         # the slots after a row's stop token: the pad, else the stop token (`config.padding_id`'s order); with
         # neither, no row can stop early, so no slot past a row's end is ever written or returned
         self.pad_id = first_id(options.pad_token_id, config.pad_token_id, *self.stop_ids)
-        self.stepper = make_stepper(model, input_ids, attention_mask, options.max_new_tokens, options.use_cache)
+        self.stepper = make_compiled_stepper(model, input_ids, attention_mask, options.max_new_tokens) \
+            if options.compile else make_stepper(model, input_ids, attention_mask, options.max_new_tokens, options.use_cache)
         start = self.stepper.start  # (B, P): the prompt, or the decoder start token
         batch, self.prompt_len = start.shape
         total = self.prompt_len + options.max_new_tokens

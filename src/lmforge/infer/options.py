@@ -22,7 +22,10 @@ class GenerationOptions:
     less likely. eos_token_id: the token(s) that end a sequence (default: the model's EOS);
     stop_token_ids: more tokens that end a sequence. pad_token_id fills finished rows (default: the
     model's pad, else the EOS). seed makes sampling reproducible. use_cache=False recomputes the whole
-    sequence at every step instead of reading the KV cache (slow; for checking).
+    sequence at every step instead of reading the KV cache (slow; for checking). compile=True runs every
+    decoding step after the first through torch.compile over a static cache (`lmforge.infer.compiled`:
+    greedy and sampling, decoder-only models; the first call for a batch size and length compiles, which takes
+    a while; when compiling fails, one warning and eager decoding, same tokens).
     """
 
     max_new_tokens: int = 20
@@ -39,6 +42,7 @@ class GenerationOptions:
     pad_token_id: int | None = None
     seed: int | None = None
     use_cache: bool = True
+    compile: bool = False
 
     @classmethod
     def make(cls, options: "GenerationOptions | None" = None, **overrides) -> "GenerationOptions":
@@ -68,6 +72,10 @@ class GenerationOptions:
         need(self.repetition_penalty > 0.0, f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty!r}")
         need(self.early_stopping in (True, False, "never"),
              f"early_stopping must be true, false or 'never', got {self.early_stopping!r}")
+        need(not (self.compile and self.num_beams > 1),
+             "compile works with greedy decoding and sampling, not beam search; use num_beams=1 or leave compile off "
+             "(on the command line: drop --compile or --num-beams)")
+        need(not (self.compile and not self.use_cache), "compile needs the KV cache; leave use_cache on")
         return self
 
     def stop_ids(self, model_eos: int | None) -> list[int]:

@@ -118,8 +118,13 @@ class EncoderDecoderStepper(_Stepper):
 def make_stepper(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int,
                  use_cache: bool = True):
     """The stepper for the model's family; `InputError` when its head cannot generate."""
-    if not isinstance(model.head, LMHead):  # a next-token head
-        raise InputError(f"generation needs a causal-lm (decoder) or seq2seq-lm (encoder-decoder) head, but this "
-                         f"model has a {model.task} head; load a checkpoint trained for generation")
+    check_generating_head(model)
     stepper = EncoderDecoderStepper if model.config.is_encoder_decoder else DecoderOnlyStepper
     return stepper(model, input_ids, attention_mask, max_new_tokens, use_cache)
+
+
+def check_generating_head(model) -> None:
+    """`InputError` unless the model's head predicts next tokens."""
+    if not isinstance(model.head, LMHead):
+        raise InputError(f"generation needs a causal-lm (decoder) or seq2seq-lm (encoder-decoder) head, but this "
+                         f"model has a {model.task} head; load a checkpoint trained for generation")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..nn.decoding_linear import MAX_FAST_ROWS, DecodingCopies, is_packed, packed_linear, packing_available
+from ..nn.decoding_linear import (MAX_FAST_ROWS, DecodingCopies, is_packed, kept_packed_product, packed_linear,
+                                  packing_available)
 
 __all__ = ["MAX_FAST_ROWS", "DecodingCopies", "decoding_layout", "is_packed", "packing_available", "project"]
 HALF_DTYPES = (torch.bfloat16, torch.float16)  # CPU BLAS runs these many times slower from the other layouts
@@ -32,16 +33,22 @@ def decoding_layout(batch: int, device: torch.device, dtype: torch.dtype) -> str
     return None
 
 
-def project(hidden: torch.Tensor, weight: torch.Tensor, decoding: torch.Tensor | None = None) -> torch.Tensor:
+def project(hidden: torch.Tensor, weight: torch.Tensor, decoding: torch.Tensor | None = None,
+            copies: DecodingCopies | None = None) -> torch.Tensor:
     """hidden (B, T, d) @ weight (V, d)^T -> (B, T, V), with the product CPU BLAS runs fastest for the
     number of rows when no gradient is needed. `decoding`: the matrix in a decoding layout (see
-    `DecodingCopies`): (d, V) transposed, or packed for oneDNN."""
+    `DecodingCopies`): (d, V) transposed, or packed for oneDNN; `copies`: the `DecodingCopies` that made it."""
     rows = hidden.shape[:-1].numel()
     if torch.is_grad_enabled() or hidden.device.type != "cpu" or rows > MAX_FAST_ROWS or weight.dtype in HALF_DTYPES:
         return F.linear(hidden, weight)
     flat = hidden.reshape(rows, -1)  # (rows, d)
     if decoding is not None and is_packed(decoding):
-        return packed_linear(flat, decoding).reshape(*hidden.shape[:-1], -1)  # (B, T, V)
+        if torch.compiler.is_compiling():  # the packed matrix is no input of compiled code: the copies keep it
+            out = None if copies is None else kept_packed_product(flat, copies)
+            if out is not None:
+                return out.reshape(*hidden.shape[:-1], -1)
+        else:
+            return packed_linear(flat, decoding).reshape(*hidden.shape[:-1], -1)  # (B, T, V)
     if decoding is not None and rows == 1:
         return hidden @ decoding  # (B, T, d) @ (d, V): one streaming pass over the matrix
     # 2-16 rows: CPU BLAS runs the tall-skinny (V, d) @ (d, rows) faster than (rows, d) @ (d, V)

@@ -29,3 +29,10 @@ class DecoderModel(LmforgeModel):
         hidden = self.decoder(self.embed(input_ids), attention_mask, token_type_ids, cache=cache)  # (B, T, d)
         mask = attention_mask[:, past:] if attention_mask is not None else None
         return self.finish(hidden, mask, labels, cache=cache, last_only=last_only)
+
+    def decode_step(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One decoding step over a static cache (`KVCache.start_static`): input_ids (B, 1), the tokens
+        just picked, -> next-token logits (B, V) in float32. No input checks and no host synchronisation (the
+        step a compiled decoder runs, see `lmforge.infer.compiled`)."""
+        hidden = self.decoder(self.embed(input_ids), cache=cache)  # (B, 1, d)
+        return self.finish(hidden, None, None, cache=cache, last_only=True).logits[:, -1].float()

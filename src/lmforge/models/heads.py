@@ -121,7 +121,8 @@ class LMHead(Head):
         if self.quantized is not None:
             logits = self.quantized(hidden)  # (B, T, V)
         else:
-            logits = cpu_decoding.project(hidden, self.output_matrix(inputs.embedding), inputs.decoding_weight)
+            logits = cpu_decoding.project(hidden, self.output_matrix(inputs.embedding), inputs.decoding_weight,
+                                          self._decoding)
         return logits if self.final_logits_bias is None else logits + self.final_logits_bias
 
     def output_matrix(self, embedding: torch.Tensor) -> torch.Tensor:  # (V, d)

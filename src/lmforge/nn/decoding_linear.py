@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
+import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 _DECODING = contextvars.ContextVar("lmforge_decoding", default=False)  # inside `decoding_products()`
+# torch.compile cannot read a ContextVar: code it traces reads this flag instead (see `compiled_decoding_products`)
+_COMPILED_DECODING = False
 MAX_FAST_ROWS = 16  # beyond this many rows, the ordinary F.linear is as fast; the packed layout is made for it
 
 
@@ -45,9 +49,15 @@ class DecodingCopies:
 
     def __init__(self):
         self._copies: dict[str, tuple[tuple, torch.Tensor | None]] = {}
+        self.key = next(_copies_keys)  # its number for `packed_product`
+        _COPIES[self.key] = self
 
     def of(self, weight: torch.Tensor, layout: str) -> torch.Tensor | None:
-        """The copy of `weight` in `layout`; None when this build cannot make it (the caller then reads `weight`)."""
+        """The copy of `weight` in `layout`; None when this build cannot make it (the caller then reads `weight`).
+        `weight` None, or in code torch.compile traces: the copy kept, unchecked (None if there is none)."""
+        if weight is None or torch.compiler.is_compiling():  # a compiled step reads the copy an eager step made
+            kept = self._copies.get(layout)
+            return None if kept is None else kept[1]
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape))
         kept = self._copies.get(layout)
         if kept is None or kept[0] != key:
@@ -64,8 +74,36 @@ class DecodingCopies:
         except RuntimeError:  # a build or CPU oneDNN cannot pack for: the plain matrix serves
             return None
 
+    def out_features(self, layout: str) -> int:
+        return self._copies[layout][0][4][0]  # the kept matrix's (out, in) shape, from its key
+
     def clear(self) -> None:
         self._copies = {}
+
+
+# torch.compile takes a packed matrix only as a frozen constant: compiled code multiplies by one through
+# `lmforge::packed_product`, an operator it treats as opaque, which finds the copies by their number
+_COPIES: "weakref.WeakValueDictionary[int, DecodingCopies]" = weakref.WeakValueDictionary()
+_copies_keys = itertools.count()
+
+
+@torch.library.custom_op("lmforge::packed_product", mutates_args=())
+def packed_product(flat: torch.Tensor, copies: int, bias: torch.Tensor | None) -> torch.Tensor:
+    """flat (rows, in) @ the packed matrix kept by the `DecodingCopies` numbered `copies` (+ bias) -> (rows, out)."""
+    return packed_linear(flat, _COPIES[copies].of(None, "packed"), bias)
+
+
+@packed_product.register_fake
+def _(flat: torch.Tensor, copies: int, bias: torch.Tensor | None) -> torch.Tensor:
+    return flat.new_empty(flat.shape[0], _COPIES[copies].out_features("packed"))
+
+
+def kept_packed_product(flat: torch.Tensor, copies: DecodingCopies, bias: torch.Tensor | None = None
+                        ) -> torch.Tensor | None:
+    """In compiled code: flat (rows, in) @ the packed copy `copies` keeps (+ bias), or None when it keeps none."""
+    if copies.of(None, "packed") is None:
+        return None
+    return torch.ops.lmforge.packed_product(flat.contiguous(), copies.key, bias)
 
 
 @contextlib.contextmanager
@@ -77,6 +115,24 @@ def decoding_products():
         yield
     finally:
         _DECODING.reset(token)
+
+
+@contextlib.contextmanager
+def compiled_decoding_products():
+    """`decoding_products()` for code that torch.compile traces (a compiled decoding step): there, layers
+    read only the copies an eager step under `decoding_products()` has made for the same number of rows (the
+    compiled code cannot check whether they are current). Not thread-safe: a module flag, not a ContextVar."""
+    global _COMPILED_DECODING
+    previous, _COMPILED_DECODING = _COMPILED_DECODING, True
+    try:
+        yield
+    finally:
+        _COMPILED_DECODING = previous
+
+
+def in_decoding() -> bool:
+    """Whether products should use their decoding copies (inside `decoding_products()`, or its compiled form)."""
+    return _COMPILED_DECODING if torch.compiler.is_compiling() else _DECODING.get()
 
 
 class DecodingLinear(nn.Linear):
@@ -92,13 +148,17 @@ class DecodingLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         rows = x.shape[:-1].numel()
-        if (rows <= MAX_FAST_ROWS and _DECODING.get() and not torch.is_grad_enabled() and x.device.type == "cpu"
+        if (rows <= MAX_FAST_ROWS and in_decoding() and not torch.is_grad_enabled() and x.device.type == "cpu"
                 and x.dtype == torch.float32 and self.weight.dtype == torch.float32):
             if rows == 1 and self.out_features >= self.in_features:  # one streaming pass over a (in, out) copy
                 transposed = self._decoding.of(self.weight, "transposed")  # (in, out)
                 flat = x.reshape(1, -1)  # (1, in)
                 out = flat @ transposed if self.bias is None else torch.addmm(self.bias, flat, transposed)
                 return out.reshape(*x.shape[:-1], -1)
+            if rows > 1 and torch.compiler.is_compiling():
+                out = kept_packed_product(x.reshape(rows, -1), self._decoding, self.bias)
+                if out is not None:
+                    return out.reshape(*x.shape[:-1], -1)
             packed = self._decoding.of(self.weight, "packed") if rows > 1 and packing_available() else None
             if packed is not None:
                 return packed_linear(x.reshape(rows, -1), packed, self.bias).reshape(*x.shape[:-1], -1)

@@ -80,7 +80,9 @@ class RotaryEmbedding(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """q (B, H, T, D), k (B, Hkv, T, D), position_ids (B|1, T) -> rotated q and k."""
-        if self._last is not None and self._last[0] is position_ids and self._last[1] == q.dtype:
+        if torch.compiler.is_compiling():  # no state kept across layers in traced code (the compiler shares the work)
+            cos, sin = self.tables(position_ids, q.dtype)
+        elif self._last is not None and self._last[0] is position_ids and self._last[1] == q.dtype:
             cos, sin = self._last[2]  # the same positions as the previous layer's
         else:
             cos, sin = self.tables(position_ids, q.dtype)

@@ -58,12 +58,15 @@ class Stack(nn.Module):
         context, context_mask: encoder output (B, S, d_model) and its (B, S) mask, for cross-attention.
         Returns hidden states (B, T, d_model)."""
         batch, length, _ = embeds.shape
-        past = cache.length if cache is not None else 0
+        static = cache.static if cache is not None else None  # one token per row, positions and mask in tensors
+        past = cache.length if cache is not None and static is None else 0
         if key_mask is not None and key_mask.shape != (batch, past + length):
             raise InputError(f"attention_mask has shape {tuple(key_mask.shape)} but ({batch}, {past + length}) "
                              "was expected (batch, cached + new tokens)")
         x = embeds * self.embed_scale if self.embed_scale != 1.0 else embeds
-        position_ids = new_position_ids(key_mask, past, length, embeds.device)  # (B|1, T)
+        # static: a copy of this step's positions (the cache changes its own in place; rotary keys on the tensor)
+        position_ids = static.positions.clone() if static is not None else \
+            new_position_ids(key_mask, past, length, embeds.device)  # (B|1, T)
         if self.positions is not None:
             x = x + self.positions(position_ids)
         if self.token_types is not None:
@@ -74,8 +77,12 @@ class Stack(nn.Module):
             x = self.embed_norm(x)
         x = self.dropout(x) if self.training else x
 
-        masks = {window: self._self_mask(length, key_mask, past, window, x)
-                 for window in {block.window for block in self.blocks}}  # built once per distinct window
+        windows = {block.window for block in self.blocks}
+        if static is not None:
+            masks = {window: (static.mask(window), False) for window in windows}
+        else:
+            masks = {window: self._self_mask(length, key_mask, past, window, x)
+                     for window in windows}  # built once per distinct window
         cross_mask = key_padding_mask(context_mask)
 
         for index, block in enumerate(self.blocks):

@@ -9,7 +9,7 @@ weight-only kernel `_weight_int8pack_mm` with bf16 activations (lmforge's `int8`
 Each matrix is cycled through enough distinct copies (~`--megabytes` in all) that none stays in the caches,
 as in a real step; GB/s counts the bytes of the weights in that format; `limit` is the measured bandwidth.
 
-    python bench/kernels.py --sizes small gpt2 --threads 1
+    python bench/kernel_speed.py --sizes small gpt2 --threads 1
 """
 
 from __future__ import annotations
