@@ -40,12 +40,8 @@ import threading
 import time
 from pathlib import Path
 
-# this folder's kernels.py would shadow the `kernels` package that transformers imports when it is installed
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
-import requests  # noqa: E402
-import torch  # noqa: E402
+import requests
+import torch
 
 SIZES = {"small": (6, 384, 6), "gpt2": (12, 768, 12)}  # n_layer, n_embd, n_head
 ALIASES = {"6x384": "small", "12x768": "gpt2"}
