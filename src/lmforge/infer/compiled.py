@@ -24,6 +24,7 @@ import weakref
 
 import torch
 
+from ..errors import InputError
 from ..nn.decoding_linear import compiled_decoding_products, decoding_products
 from .steppers import DecoderOnlyStepper, check_generating_head, make_stepper
 
@@ -104,7 +105,10 @@ class CompiledDecoderStepper(DecoderOnlyStepper):
         return _warnings_ignored() if self.compiled_calls == 1 else contextlib.nullcontext()
 
     def expand(self, index: torch.Tensor) -> None:
-        raise NotImplementedError("a static cache keeps its rows (compiled decoding has no beam search)")
+        """Beam search reorders the cache's rows; a static cache keeps its own (`GenerationOptions` refuses
+        compile with num_beams > 1, so only a direct caller gets here)."""
+        raise InputError("compile works with greedy decoding and sampling, not beam search; decode with "
+                         "num_beams=1 or leave compile off")
 
 
 def make_compiled_stepper(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int):

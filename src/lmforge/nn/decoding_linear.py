@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import itertools
-import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .numbered import Numbered
 
 _DECODING = contextvars.ContextVar("lmforge_decoding", default=False)  # inside `decoding_products()`
 # torch.compile cannot read a ContextVar: code it traces reads this flag instead (see `compiled_decoding_products`)
@@ -49,8 +49,7 @@ class DecodingCopies:
 
     def __init__(self):
         self._copies: dict[str, tuple[tuple, torch.Tensor | None]] = {}
-        self.key = next(_copies_keys)  # its number for `packed_product`
-        _COPIES[self.key] = self
+        self.key = _COPIES.add(self)  # its number for `packed_product`
 
     def of(self, weight: torch.Tensor, layout: str) -> torch.Tensor | None:
         """The copy of `weight` in `layout`; None when this build cannot make it (the caller then reads `weight`).
@@ -83,8 +82,7 @@ class DecodingCopies:
 
 # torch.compile takes a packed matrix only as a frozen constant: compiled code multiplies by one through
 # `lmforge::packed_product`, an operator it treats as opaque, which finds the copies by their number
-_COPIES: "weakref.WeakValueDictionary[int, DecodingCopies]" = weakref.WeakValueDictionary()
-_copies_keys = itertools.count()
+_COPIES = Numbered()
 
 
 @torch.library.custom_op("lmforge::packed_product", mutates_args=())

@@ -17,15 +17,14 @@ The int8 layers hold buffers, not parameters: they cannot be trained.
 from __future__ import annotations
 
 import functools
-import itertools
 import warnings
-import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .decoding_linear import DecodingLinear
+from .numbered import Numbered
 
 MAX_PACKED_ROWS = 16  # above this many rows, dequantize + one GEMM beats the row-wise int8 kernel on the CPU
 PACKED_KERNEL = getattr(torch.ops.aten, "_weight_int8pack_mm", None)
@@ -82,8 +81,7 @@ def prepack_dynamic(q: torch.Tensor, scale: torch.Tensor):
 
 # torch.compile cannot trace fbgemm's packed weights (a script object): compiled code calls the kernel through
 # `lmforge::int8_dynamic_product`, an operator it treats as opaque, which finds the layer by a number
-_DYNAMIC_LAYERS: "weakref.WeakValueDictionary[int, Int8Linear]" = weakref.WeakValueDictionary()
-_layer_keys = itertools.count()
+_DYNAMIC_LAYERS = Numbered()
 
 
 @torch.library.custom_op("lmforge::int8_dynamic_product", mutates_args=())
@@ -139,8 +137,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self._dynamic = None  # (fbgemm's packed weights, calibration row), made on first use on the CPU
         self._dynamic_kernel = activations == "dynamic" and dynamic_available()
-        self._key = next(_layer_keys)  # its number for `int8_dynamic_product`
-        _DYNAMIC_LAYERS[self._key] = self
+        self._key = _DYNAMIC_LAYERS.add(self)  # its number for `int8_dynamic_product`
 
     @classmethod
     def from_matrix(cls, weight: torch.Tensor, bias: torch.Tensor | None = None,
