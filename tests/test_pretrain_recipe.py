@@ -69,8 +69,10 @@ def test_time_budget_sizes_the_run_and_resumes_exactly(shards, tmp_path):
     assert pretrain(shards, out, "--resume", "--time-budget", "120") == 2
 
 
-@pytest.mark.parametrize("budget, message", [("0", "must be a positive number of seconds"),
-                                             ("-5", "must be a positive number of seconds"),
+@pytest.mark.parametrize("budget, message", [("0", "must be a positive, finite number of seconds"),
+                                             ("-5", "must be a positive, finite number of seconds"),
+                                             ("inf", "must be a positive, finite number of seconds"),
+                                             ("nan", "must be a positive, finite number of seconds"),
                                              ("0.001", "shorter than one training step")])
 def test_bad_budgets_are_one_line_errors_naming_the_minimum(shards, tmp_path, capsys, budget, message):
     assert pretrain(shards, tmp_path / "bad", "--time-budget", budget) == 2

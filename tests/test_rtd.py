@@ -331,6 +331,7 @@ def test_two_processes_train_rtd_in_step_and_resume_exactly(shards, tmp_path):
     (("--preset", "tiny-bart", "--objective", "rtd"), "use --objective span or denoise"),
     (("--preset", "tiny-bert", "--objective", "rtd", "--generator-scale", "1.5"), "wider than its discriminator"),
     (("--preset", "tiny-bert", "--objective", "rtd", "--generator-scale", "0"), "give a value in (0, 1]"),
+    (("--preset", "tiny-bert", "--objective", "rtd", "--generator-scale", "nan"), "not a share of the discriminator"),
     (("--preset", "tiny-bert", "--objective", "rtd", "--discriminator-weight", "-1"), "must be positive"),
     (("--preset", "tiny-bert", "--objective", "mlm", "--generator-scale", "0.5"), "applies to --objective rtd"),
     (("--preset", "tiny-bert", "--objective", "rtd", "--fsdp"), "drop --fsdp"),

@@ -41,9 +41,10 @@ def generator_config(config: ModelConfig, scale: float) -> ModelConfig:
     """The generator's architecture: the discriminator's, `scale` times as wide (same depth and head width,
     max(1, round(scale * n_heads)) heads, the feed-forward width scaled alike). `scale` must be in (0, 1]."""
     if not 0 < scale <= 1:
-        raise ConfigError(f"--generator-scale {scale:g} would make the generator "
-                          f"{'wider than' if scale > 1 else 'no wider than zero of'} its discriminator; give a "
-                          "value in (0, 1] (ELECTRA uses 0.25 to 0.33)")
+        problem = "would make the generator wider than its discriminator" if scale > 1 else \
+            "is not a share of the discriminator's width"
+        raise ConfigError(f"--generator-scale {scale:g} {problem}; give a value in (0, 1] "
+                          "(ELECTRA uses 0.25 to 0.33)")
     heads = max(1, round(scale * config.n_heads))
     width = heads * config.head_dim
     return config.replace(d_model=width, n_heads=heads, n_kv_heads=None, d_head=None,

@@ -97,13 +97,18 @@ def evaluation_interval(steps: int) -> int:
     return max(MIN_EVAL_INTERVAL, steps // EVALUATIONS)
 
 
+def require_budget(seconds: float, flag: str = "--time-budget") -> None:
+    """ConfigError unless `seconds` is a positive, finite number of seconds."""
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"{flag} must be a positive, finite number of seconds, got {seconds:g}")
+
+
 def plan_steps(seconds: float, step_seconds: float, eval_seconds: float = 0.0, eval_every: int | None = None,
                flag: str = "--time-budget") -> tuple[int, int]:
     """(max_steps, eval_every) so that the steps and their evaluations (one every eval_every steps and one
     at the end, `eval_seconds` each) fit in `seconds` after the reserve; `eval_every` None: chosen by
     `evaluation_interval`. ConfigError when the budget cannot hold one step and one evaluation."""
-    if not seconds > 0:
-        raise ConfigError(f"{flag} must be a positive number of seconds, got {seconds:g}")
+    require_budget(seconds, flag)
     usable = seconds * (1 - RESERVE)
 
     def fitting(every: int) -> int:  # the most steps that fit with an evaluation every `every` steps
@@ -138,8 +143,7 @@ def fit_to_budget(seconds: float, model: nn.Module, settings: TrainSettings, sou
     `sources.valid`), warm-up from the recipe's share, evaluations and checkpoints every `evaluation_interval`
     steps unless given; returns them with the seconds left (the `TimeBudget` that ends the run if the machine
     slows down)."""
-    if not seconds > 0:
-        raise ConfigError(f"--time-budget must be a positive number of seconds, got {seconds:g}")
+    require_budget(seconds)
     started = time.perf_counter()
     loss_fn = loss_fn or default_loss
     micro = settings.micro_batch_size(world_size)
