@@ -72,6 +72,7 @@ def world(tmp_path_factory):
     write_lines(root / "reviews.txt", ["1 a warm , funny film", "0 dull", "1 the best film of the year"])
     write_conll(root / "ner.conll", tagged_sentences(12, 0))
     (root / "latin1_train.txt").write_bytes(b"1 caf\xe9 good\n0 bad film\n")
+    write_lines(root / "one_label.txt", ["1 a warm , funny film", "1 the best film of the year"])
     # configuration and settings files, good and bad
     base = {"family": "decoder", "vocab_size": 300, "d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32,
             "max_positions": 64}
@@ -232,6 +233,7 @@ CLI_CASES = [
     ("ft-conll-to-classifier", f"{FT.replace('train.txt', 'ner.conll')} --out o", "not a classification file"),
     ("ft-classification-to-tagger", f"{FT.replace('classify', 'tag').replace('train.txt', 'reviews.txt')} --out o",
      "--task classify"),
+    ("ft-one-label", f"{FT.replace('train.txt', 'one_label.txt')} --out o", "at least two labels"),
     ("ft-not-utf8", f"{FT.replace('train.txt', 'latin1_train.txt')} --out o", "--errors replace"),
     ("ft-max-length-zero", f"{FT} --out o --max-length 0", "--max-length"),
     ("ft-max-length-one", f"{FT} --out o --max-length 1", "--max-length"),

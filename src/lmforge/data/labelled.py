@@ -102,7 +102,12 @@ def read_classification(path: str | Path, tokenizer: Tokenizer, labels: LabelSet
     if _looks_like_conll(records):
         raise DataError(f"{path} is not a classification file: its lines are word + tag pairs (CoNLL, for "
                         "--task tag); a classification file has `label text` lines, .tsv/.csv or .jsonl")
-    labels = labels if labels is not None else LabelSet.infer(r.label for r in records)
+    if labels is None:
+        labels = LabelSet.infer(r.label for r in records)
+        if len(labels) < 2:
+            raise DataError(f"{path} holds one label ({labels.names[0]!r}) in all {len(records)} examples; a "
+                            "classifier learns from examples of at least two labels: fix the file, or name the "
+                            "label column with --label-field")
     ids = [labels.id(r.label, str(path), r.line) for r in records]
     inputs = [(r.text, r.pair) if pair_field else r.text for r in records]
     encodings = _truncating(tokenizer, max_length).encode_batch(inputs)
