@@ -4,6 +4,7 @@ inference commands and evaluate, `convert --merge-adapter`, and the mistakes (on
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ from safetensors.torch import load_file
 
 import lmforge
 from lmforge.cli import main
-from lmforge.models.lora import lora_layers, trainable_parameters
+from lmforge.checkpoint.adapter import save_adapter
+from lmforge.models.lora import lora_layers, set_merged, trainable_parameters
 
 QUICK = ["--max-steps", "8", "--batch-size", "8", "--lr", "1e-2", "--warmup-steps", "1", "--eval-every", "4",
          "--quiet"]
@@ -175,3 +177,23 @@ def test_a_model_no_hugging_face_format_expresses_keeps_lmforge_names(tmp_path):
     with torch.no_grad():
         expected = model.eval()(ids, decoder_input_ids=ids).logits
         assert (again(ids, decoder_input_ids=ids).logits - expected).abs().max() < 1e-5
+
+
+def test_an_adapter_on_other_weights_of_the_same_shape_warns(files, tmp_path):
+    assert finetune(files, tmp_path / "run", "gpt", "classify", "train", "--lora-r", "4") == 0
+    adapter = tmp_path / "run" / "adapter"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its own base, in fp32 or bf16, merged or not: no warning
+        lmforge.load(files["gpt"], adapter=adapter)
+        lmforge.load(files["gpt"], adapter=adapter, dtype="bf16")
+        adapted = lmforge.load(files["gpt"], adapter=adapter)
+        set_merged(adapted, True)
+        save_adapter(adapted, tmp_path / "again", base=str(files["gpt"]))
+        lmforge.load(files["gpt"], adapter=tmp_path / "again")
+    base = lmforge.load(files["gpt"])
+    torch.manual_seed(1)
+    other = lmforge.build_model(base.config, base.task)  # the same architecture, other weights
+    other.tokenizer = base.tokenizer
+    other.save(tmp_path / "other")
+    with pytest.warns(UserWarning, match="trained on other base weights"):
+        lmforge.load(tmp_path / "other", adapter=adapter)

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,7 +21,8 @@ from safetensors.torch import save_file
 from ..config import ModelConfig
 from ..errors import CheckpointError, LmforgeError
 from ..models.build import build_model
-from ..models.lora import LoraSettings, adapter_state, freeze_except, lora_layers, scaling_for, trainable_parameters
+from ..models.lora import (LoraSettings, adapter_state, base_signature, freeze_except, lora_layers, same_base,
+                           scaling_for, trainable_parameters)
 from .adapter_names import PREFIX, check_chunk, chunks, export_chunk, import_chunk, lookup
 from .atomic import atomic_folder
 from .card import write_card
@@ -82,7 +84,8 @@ def save_adapter(model, path: str | Path, base: str | None = None, card: dict | 
                                                  for n in tensors if n.endswith(".lora_A.weight")),
                          modules_to_save(model, fmt, architecture, saved), ranks, alphas, base, fmt)
     meta = {"format": "lmforge-lora", "version": 1, "key_names": fmt.model_type if fmt else "lmforge",
-            "task": model.task, "model": model.config.to_dict(), "trainable_parameters": trainable_parameters(model)}
+            "task": model.task, "model": model.config.to_dict(), "trainable_parameters": trainable_parameters(model),
+            "base_signature": base_signature(model, skipped=set(saved))}
     with atomic_folder(path) as tmp:
         save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -201,6 +204,7 @@ def apply_adapter(model, path: str | Path):
     where = f"{fmt.model_type if fmt else 'lmforge'} {model.task} base"
     pairs = plan_pairs(model, fmt, architecture, config, tensors, str(path / WEIGHTS), where)
     saved = plan_saved(model, fmt, architecture, tensors, str(path / WEIGHTS), where)
+    check_base_weights(model, meta, set(saved), path)
     dropout = float(config.get("lora_dropout") or 0.0)
     for chunk, a, b, scaling in pairs:
         import_chunk(model, chunk, a, b, scaling, dropout)
@@ -224,6 +228,16 @@ def check_key_names(model, fmt, meta: dict | None, path: Path) -> None:
     if fmt is None and meta is None:
         raise CheckpointError(f"{path} has no {META} and the base model matches no Hugging Face format, so its "
                               "key names cannot be read; load it on the base it was trained from")
+
+
+def check_base_weights(model, meta: dict | None, saved: set[str], path: Path) -> None:
+    """Warn when the base's weights are not the ones the adapter was trained on (same architecture, other
+    values: another checkpoint of the same shape), which would load without error and answer wrongly."""
+    recorded = (meta or {}).get("base_signature")
+    if recorded and not same_base(recorded, base_signature(model, skipped=saved)):
+        warnings.warn(f"{path} was trained on other base weights than these (the same architecture, different "
+                      "values); its outputs will not be what it learned: load it on the base it was trained from",
+                      stacklevel=3)
 
 
 def plan_pairs(model, fmt, architecture, config: dict, tensors: dict, where: str, base: str) -> list[tuple]:

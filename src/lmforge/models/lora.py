@@ -17,6 +17,7 @@ import contextlib
 import math
 from dataclasses import asdict, dataclass, field
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -187,6 +188,38 @@ def adapter_state(model) -> dict:
     """The tensors an adapter file holds: every pair's A and B, and the fully trained tensors."""
     keep = set(getattr(model, "lora_trainable", []))
     return {name: t for name, t in model.state_dict().items() if ".lora." in f".{name}" or name in keep}
+
+
+SIGNATURE_VALUES = 4096  # values read from each base tensor for its signature
+SIGNATURE_TOLERANCE = 1e-2  # relative: bf16 rounding moves a signature by about 2e-3
+
+
+def base_signature(model, skipped=()) -> dict[str, list[float]]:
+    """name -> [signed sum, norm] of at most SIGNATURE_VALUES evenly spaced values of every tensor under the
+    adapters (not the adapter pairs, the task head or `skipped`, the fully trained tensors), with merged
+    adapters taken out first: it tells one checkpoint's weights from another's of the same shape, and
+    survives float rounding and a bf16 copy of the same weights."""
+    signs = torch.randint(0, 2, (SIGNATURE_VALUES,), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    signature = {}
+    with unmerged(model), torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if ".lora." in f".{name}" or name.startswith(HEAD_PREFIX) or name in skipped:
+                continue
+            flat = tensor.detach().reshape(-1)
+            sample = flat[::max(1, flat.numel() // SIGNATURE_VALUES)][:SIGNATURE_VALUES].to("cpu", torch.float64)
+            signature[name] = [float(sample @ signs[:len(sample)].double()), float(sample.norm())]
+    return signature
+
+
+def same_base(recorded: dict[str, list[float]], found: dict[str, list[float]]) -> bool:
+    """Whether two `base_signature`s describe the same weights, up to SIGNATURE_TOLERANCE of each norm."""
+    if recorded.keys() != found.keys():
+        return False
+    for (signed, norm), (signed2, norm2) in ((recorded[n], found[n]) for n in recorded):
+        scale = SIGNATURE_TOLERANCE * max(norm, norm2, 1e-12)
+        if abs(signed - signed2) > scale or abs(norm - norm2) > scale:
+            return False
+    return True
 
 
 def trainable_parameters(model: nn.Module) -> int:
