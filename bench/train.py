@@ -37,7 +37,7 @@ import torch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIZES = {  # layers, width, vocabulary, sequence length, batch; default timed blocks (each side ~3 minutes at most)
-    "small": dict(layers=6, width=384, vocab=8192, seq_len=256, batch=8, repeats=5, steps=2, warmup=2),
+    "small": dict(layers=6, width=384, vocab=8192, seq_len=256, batch=8, repeats=5, steps=2, warmup=3),
     "gpt2": dict(layers=12, width=768, vocab=50257, seq_len=256, batch=8, repeats=3, steps=1, warmup=1),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -69,18 +69,24 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def page_faults() -> int:
+    """Minor page faults of this process so far (the kernel mapping in fresh memory: a cost apart from compute)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def matmul_peak(device: torch.device, dtype: torch.dtype, budget_s: float = 0.3) -> float:
-    """FLOP/s of the largest square matmul (up to 4096, 8192 on CUDA) that runs within `budget_s`, best of 3."""
+    """FLOP/s of the largest square matmul (up to 4096, 8192 on CUDA) that runs within `budget_s`, best of 3,
+    written into one preallocated output (the arithmetic, not the page faults of a fresh 64 MB result)."""
     limit = 8192 if device.type == "cuda" else 4096
     size, best = 256, 0.0
     while True:
         a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
-        a @ b  # first call: allocation and kernel selection
+        product = a @ b  # first call: allocation and kernel selection
         seconds = []
         for _ in range(3):
             synchronize(device)
             start = time.perf_counter()
-            a @ b
+            torch.mm(a, b, out=product)
             synchronize(device)
             seconds.append(time.perf_counter() - start)
         best = max(best, 2 * size**3 / min(seconds))
@@ -97,6 +103,7 @@ class Blocks:
         self.batches, self.warmup, self.steps, self.device = batches, warmup, steps, device
         self.started: float | None = None
         self.cpu_started = 0.0
+        self.faults_started = 0
         self.losses: list[float] = []
 
     def boundary(self, index: int) -> None:
@@ -107,12 +114,13 @@ class Blocks:
             self.report()
         print(json.dumps({"ready": True}), flush=True)
         sys.stdin.readline()  # the parent's "go"
-        self.started, self.cpu_started = time.perf_counter(), time.process_time()
+        self.started, self.cpu_started, self.faults_started = time.perf_counter(), time.process_time(), page_faults()
 
     def report(self) -> None:
         synchronize(self.device)
         seconds = time.perf_counter() - self.started
         print(json.dumps({"seconds": seconds, "cpu_seconds": time.process_time() - self.cpu_started, "loss": statistics.fmean(self.losses[-self.steps:]),
+                          "faults": (page_faults() - self.faults_started) / self.steps,
                           "peak_mb": peak_memory_mb(self.device)}), flush=True)
 
 
@@ -219,7 +227,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per side (default: torch's)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved timed blocks per side (small: 5, gpt2: 3)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per timed block (small: 2, gpt2: 1)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (small: 2, gpt2: 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (small: 3, gpt2: 1)")
     parser.add_argument("--dropout", type=float, default=0.1, help="residual, embedding and attention dropout (GPT-2's 0.1)")
     parser.add_argument("--seq-len", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None)
@@ -262,15 +270,16 @@ def report(args, params: int, results: dict[str, list[dict]], peaks: dict[str, f
     print("measured matmul peak: " + ", ".join(f"{name} {peak / 1e9:,.1f} GFLOP/s" for name, peak in peaks.items()))
     print()
     print("| side | tokens/s (median) | GFLOP/s (6N+12LTd per token) | matmul peak GFLOP/s | of peak | "
-          "mean loss, last block | peak MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "mean loss, last block | page faults/step | peak MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     speed = {side: [tokens / block["seconds"] for block in blocks] for side, blocks in results.items()}
     for side, blocks in results.items():
         median = statistics.median(speed[side])
         flops = flops_per_token * median
         peak = peaks[side.split(':')[1]]
         print(f"| {side} | {median:,.0f} | {flops / 1e9:,.1f} | {peak / 1e9:,.1f} | {flops / peak:.1%} | "
-              f"{blocks[-1]['loss']:.4f} | {max(b['peak_mb'] for b in blocks):,.0f} |")
+              f"{blocks[-1]['loss']:.4f} | {statistics.median(b['faults'] for b in blocks):,.0f} | "
+              f"{max(b['peak_mb'] for b in blocks):,.0f} |")
     ours = f"lmforge:{args.precision}"
     print()
     per_cpu_second = {side: [tokens / block["cpu_seconds"] for block in blocks] for side, blocks in results.items()}

@@ -42,6 +42,7 @@ from ..seeding import seed_everything
 from .callbacks import BestCheckpoint, Callback
 from .carbon import EnergyMeter
 from .distributed import Distributed
+from .host_memory import retained_heap
 from .metrics_log import MetricsLog
 from .result import RunCard, TrainResult, checkpoint_card, training_card
 from .optim import build_optimizer, learning_rate, set_learning_rate
@@ -153,11 +154,12 @@ class Trainer:
         bar = self._progress_bar()
         self.wrapped.train()
         try:
-            while self.step < self.settings.max_steps and self.stop_reason is None:
-                loss, grad_norm, tokens = self._train_step(batches)
-                self.step += 1
-                self.tokens += tokens
-                self._after_step(loss, grad_norm, bar)
+            with retained_heap(self.dist.device.type == "cpu"):  # no fresh pages for each step's large tensors
+                while self.step < self.settings.max_steps and self.stop_reason is None:
+                    loss, grad_norm, tokens = self._train_step(batches)
+                    self.step += 1
+                    self.tokens += tokens
+                    self._after_step(loss, grad_norm, bar)
         except KeyboardInterrupt:
             raise TrainingInterrupted(self._interrupted_message()) from None
         finally:
