@@ -92,3 +92,20 @@ def test_attention_with_dropout_drops_weights_and_keeps_the_expectation():
     first = draws[:, :, :, 0]  # the first query sees one key: its output is v[0] / 0.7 or 0
     kept = (first.abs() > 1e-12).double().mean().item()
     assert abs(kept - 0.7) < 0.04
+
+
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 150])
+def test_causal_attention_by_blocks_is_sdpa_at_every_length(length):
+    """Causal attention goes by blocks of CAUSAL_BLOCK queries (the last one partial): values and gradients are
+    SDPA's at lengths below, at and across block boundaries, with grouped-query heads."""
+    torch.manual_seed(length)
+    q = torch.randn(2, 4, length, 8, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(2, 2, length, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    ours = attention_with_dropout(q, k, v, 1e-9, is_causal=True, scale=0.4)
+    reference = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.4, enable_gqa=True)
+    assert torch.allclose(ours, reference, atol=1e-10)
+    weights = torch.randn_like(reference)
+    grads = torch.autograd.grad((ours * weights).sum(), (q, k, v))
+    expected = torch.autograd.grad((reference * weights).sum(), (q, k, v))
+    for got, want in zip(grads, expected):
+        assert torch.allclose(got, want, atol=1e-9)
