@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.nn.dropout import attention_with_dropout, dropout, keep_mask
+from lmforge.nn.dropout import attention_with_dropout, dropout, dropout_add, keep_mask
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9, 0.013])
@@ -109,3 +109,18 @@ def test_causal_attention_by_blocks_is_sdpa_at_every_length(length):
     expected = torch.autograd.grad((reference * weights).sum(), (q, k, v))
     for got, want in zip(grads, expected):
         assert torch.allclose(got, want, atol=1e-9)
+
+
+def test_dropout_add_is_the_residual_plus_dropout_in_value_and_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(64, 300, requires_grad=True)
+    residual = torch.randn(64, 300, requires_grad=True)
+    out = dropout_add(x, residual, 0.2)
+    added = out - residual
+    kept = added != 0
+    assert torch.allclose(added[kept], x[kept] / 0.8, atol=1e-6)
+    assert 0.77 < kept.float().mean().item() < 0.83
+    (out * 3).sum().backward()
+    assert torch.allclose(x.grad, 3 * kept.float() / 0.8) and torch.equal(residual.grad, torch.full_like(x, 3.0))
+    assert torch.equal(dropout_add(x, residual, 0.2, training=False), residual + x)
+    assert torch.equal(dropout_add(x, residual, 0.0), residual + x)

@@ -10,7 +10,7 @@ from torch import nn
 from ..config import ModelConfig
 from .attention import Attention
 from .cache import KVCache
-from .dropout import Dropout
+from .dropout import dropout_add
 from .mlp import MLP
 from .norms import make_norm
 
@@ -38,15 +38,12 @@ class Block(nn.Module):
         self.cross_norm = make_norm(c.norm, c.d_model, c.norm_eps) if cross else None
         self.mlp = MLP(c.d_model, c.d_ff, c.activation, c.gated_mlp, c.use_mlp_bias, c.activation_dropout)
         self.mlp_norm = make_norm(c.norm, c.d_model, c.norm_eps)
-        self.dropout = Dropout(c.dropout)
+        self.dropout = c.dropout  # on each sublayer's output, added to the residual
 
     def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer: Callable[[torch.Tensor], torch.Tensor]):
         if self.pre_norm:
-            return x + self._drop(sublayer(norm(x)))
-        return norm(x + self._drop(sublayer(x)))
-
-    def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(x) if self.training else x  # in eval, not even the module call (decoding speed)
+            return dropout_add(sublayer(norm(x)), x, self.dropout, self.training)
+        return norm(dropout_add(sublayer(x), x, self.dropout, self.training))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,

@@ -30,13 +30,17 @@ def cheap_mask(device: torch.device, p: float) -> bool:
     return device.type == "cpu" and 0.0 < p <= CHEAP_MAX_P and not torch.compiler.is_compiling()
 
 
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype = torch.bool,
+              scaled: bool = False) -> torch.Tensor:
     """A CPU tensor of `shape`, each element 1 (kept) with probability 1 - p and 0 otherwise, independently
-    (0 < p <= CHEAP_MAX_P); `dtype` float gives the mask ready to multiply (no conversion in the product)."""
+    (0 < p <= CHEAP_MAX_P); `dtype` float gives the mask ready to multiply (no conversion in the product),
+    `scaled` makes the kept elements 1 / (1 - p) (dropout's whole factor, one product forward and back)."""
     count = int(torch.Size(shape).numel())
     halves = torch.empty((count + 1) // 2, dtype=torch.int32).random_().view(torch.int16)  # two elements a word
     bits = halves.bitwise_and_(LEVELS - 1)  # each uniform on [0, 2**15)
     keep = torch.ge(bits, round(p * LEVELS), out=torch.empty(bits.shape, dtype=dtype))
+    if scaled:
+        keep.mul_(1.0 / (1.0 - p))
     return keep[:count].view(shape)
 
 
@@ -46,7 +50,17 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         return x
     if not cheap_mask(x.device, p):
         return F.dropout(x, p, training)
-    return x.mul(keep_mask(x.shape, p, x.dtype)).mul_(1.0 / (1.0 - p))  # autograd keeps the mask for backward
+    return x.mul(keep_mask(x.shape, p, x.dtype, scaled=True))  # autograd keeps the mask for backward
+
+
+def dropout_add(x: torch.Tensor, residual: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """residual + dropout(x, p, training): on the CPU one pass forward (addcmul with the scaled mask) and one
+    back (the gradient of x is the incoming gradient times the mask), instead of three and two."""
+    if not training or p == 0.0:
+        return residual + x
+    if not cheap_mask(x.device, p):
+        return residual + F.dropout(x, p, training)
+    return torch.addcmul(residual, x, keep_mask(x.shape, p, x.dtype, scaled=True))
 
 
 class Dropout(nn.Dropout):
