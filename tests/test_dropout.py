@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.nn.dropout import attention_with_dropout, dropout, dropout_add, keep_mask
+from lmforge.nn.attention_dropout import attention_with_dropout
+from lmforge.nn.dropout import dropout, dropout_add, keep_mask
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9, 0.013])
@@ -124,3 +125,4 @@ def test_dropout_add_is_the_residual_plus_dropout_in_value_and_gradient():
     assert torch.allclose(x.grad, 3 * kept.float() / 0.8) and torch.equal(residual.grad, torch.full_like(x, 3.0))
     assert torch.equal(dropout_add(x, residual, 0.2, training=False), residual + x)
     assert torch.equal(dropout_add(x, residual, 0.0), residual + x)
+

@@ -13,7 +13,8 @@ from torch import nn
 
 from .cache import KVCache
 from .decoding_linear import DecodingLinear
-from .dropout import attention_with_dropout, cheap_mask
+from .attention_dropout import attention_with_dropout
+from .dropout import cheap_mask
 from .norms import RMSNorm
 
 
