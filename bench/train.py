@@ -38,7 +38,7 @@ import torch
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIZES = {  # layers, width, vocabulary, sequence length, batch; default timed blocks (each side ~3 minutes at most)
     "small": dict(layers=6, width=384, vocab=8192, seq_len=256, batch=8, repeats=5, steps=2, warmup=3),
-    "gpt2": dict(layers=12, width=768, vocab=50257, seq_len=256, batch=8, repeats=3, steps=1, warmup=1),
+    "gpt2": dict(layers=12, width=768, vocab=50257, seq_len=256, batch=8, repeats=3, steps=1, warmup=2),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -227,7 +227,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per side (default: torch's)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved timed blocks per side (small: 5, gpt2: 3)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per timed block (small: 2, gpt2: 1)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (small: 3, gpt2: 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (small: 3, gpt2: 2)")
     parser.add_argument("--dropout", type=float, default=0.1, help="residual, embedding and attention dropout (GPT-2's 0.1)")
     parser.add_argument("--seq-len", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None)
