@@ -8,7 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.nn.decoding_linear import MAX_FAST_ROWS, DecodingLinear, decoding_products, is_packed, packing_available
+from lmforge.devices import cpu_has_bf16_units
+from lmforge.models.cpu_decoding import decoding_layout, project
+from lmforge.nn.decoding_linear import MAX_FAST_ROWS, DecodingCopies, DecodingLinear, decoding_products, is_packed, \
+    packing_available
 
 
 @pytest.mark.parametrize("rows", [1, 2, 7, MAX_FAST_ROWS, MAX_FAST_ROWS + 1, 40])
@@ -78,3 +81,21 @@ def test_generation_uses_the_packed_copies_and_keeps_its_tokens():
         for _ in range(6):
             stepwise = torch.cat([stepwise, model(stepwise).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(tokens, stepwise)
+
+
+@pytest.mark.parametrize("rows", [1, 3, MAX_FAST_ROWS, MAX_FAST_ROWS + 1])
+def test_bf16_rows_take_the_packed_copy_where_the_cpu_has_bf16_units(rows):
+    """bf16 decoding multiplies 1-16 rows through oneDNN's packed bf16 kernel on a CPU with bf16 units (the plain
+    matrix elsewhere): the same product as F.linear in bf16, to bf16 rounding, in the blocks and the LM head."""
+    torch.manual_seed(rows)
+    layer = DecodingLinear(256, 512, bias=True).bfloat16()
+    x = torch.randn(rows, 256).bfloat16()
+    packs = cpu_has_bf16_units() and packing_available() and rows <= MAX_FAST_ROWS
+    with torch.inference_mode(), decoding_products():
+        out = layer(x)
+        logits = project(x[None], layer.weight, DecodingCopies().of(layer.weight, "packed") if packs else None)
+    assert ("packed" in layer._decoding._copies) == packs
+    assert decoding_layout(rows, torch.device("cpu"), torch.bfloat16) == ("packed" if packs else None)
+    reference = F.linear(x.float(), layer.weight.float(), layer.bias.float())
+    torch.testing.assert_close(out.float(), reference, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(logits[0].float(), reference - layer.bias.float(), rtol=2e-2, atol=2e-2)

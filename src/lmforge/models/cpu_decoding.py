@@ -13,24 +13,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..nn.decoding_linear import (MAX_FAST_ROWS, DecodingCopies, is_packed, kept_packed_product, packed_linear,
-                                  packing_available)
+from ..nn.decoding_linear import (MAX_FAST_ROWS, DecodingCopies, decoding_layout_for, is_packed,
+                                  kept_packed_product, packed_linear, packing_available)
 
 __all__ = ["MAX_FAST_ROWS", "DecodingCopies", "decoding_layout", "is_packed", "packing_available", "project"]
-HALF_DTYPES = (torch.bfloat16, torch.float16)  # CPU BLAS runs these many times slower from the other layouts
+HALF_DTYPES = (torch.bfloat16, torch.float16)  # the plain matrix unless a decoding layout was made (bf16 units)
 
 
 def decoding_layout(batch: int, device: torch.device, dtype: torch.dtype) -> str | None:
     """The layout of the output matrix a generation of `batch` rows on `device` should carry:
-    "transposed" (one row), "packed" (2-16 float32 rows, where oneDNN is available) or None (the plain matrix;
-    always for bf16/fp16, which CPU BLAS multiplies many times slower from the other layouts)."""
-    if device.type != "cpu" or dtype in HALF_DTYPES:
+    "transposed" (one float32 row), "packed" (2-16 float32 rows, 1-16 bf16 rows on a CPU with bf16 units,
+    where oneDNN is available) or None (the plain matrix; see `decoding_layout_for`)."""
+    if device.type != "cpu":
         return None
-    if batch == 1:
-        return "transposed"
-    if batch <= MAX_FAST_ROWS and dtype == torch.float32 and packing_available():
-        return "packed"
-    return None
+    return decoding_layout_for(batch, dtype, wide_output=True)  # the vocabulary is wider than the model
 
 
 def project(hidden: torch.Tensor, weight: torch.Tensor, decoding: torch.Tensor | None = None,
@@ -39,7 +35,8 @@ def project(hidden: torch.Tensor, weight: torch.Tensor, decoding: torch.Tensor |
     number of rows when no gradient is needed. `decoding`: the matrix in a decoding layout (see
     `DecodingCopies`): (d, V) transposed, or packed for oneDNN; `copies`: the `DecodingCopies` that made it."""
     rows = hidden.shape[:-1].numel()
-    if torch.is_grad_enabled() or hidden.device.type != "cpu" or rows > MAX_FAST_ROWS or weight.dtype in HALF_DTYPES:
+    if (torch.is_grad_enabled() or hidden.device.type != "cpu" or rows > MAX_FAST_ROWS
+            or (weight.dtype in HALF_DTYPES and decoding is None)):
         return F.linear(hidden, weight)
     flat = hidden.reshape(rows, -1)  # (rows, d)
     if decoding is not None and is_packed(decoding):
