@@ -10,7 +10,7 @@ once and lmforge loads that folder) and train on the same batches of tinyshakesp
 (ids folded into the vocabulary of the size; random ids when ../shared/data is absent), with dropout 0.1,
 AdamW, clipping at 1.0, so their losses are comparable. `--dropout 0` compares them without dropout (both then
 take SDPA's fused causal kernel; with dropout, HF takes SDPA's CPU path with dropout and lmforge its own, see
-lmforge.nn.dropout).
+lmforge.nn.attention_dropout).
 
 Each side is its own long-lived subprocess (its own peak memory: ru_maxrss on CPU, max allocated on
 CUDA) that first runs `--warmup` untimed steps; then the timed blocks of `--steps` steps are interleaved

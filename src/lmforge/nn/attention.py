@@ -100,7 +100,7 @@ class Attention(nn.Module):
             if cache is not None:
                 k, v = cache.append(layer, k, v)  # (B, Hkv, past+T, D)
         dropout = self.dropout if self.training else 0.0
-        if cheap_mask(q.device, dropout):  # SDPA's CPU kernels have no dropout (see nn.dropout)
+        if cheap_mask(q.device, dropout):  # SDPA's CPU kernels have no dropout (see nn.attention_dropout)
             out = attention_with_dropout(q, k, v, dropout, mask, is_causal, self.scale)  # (B, H, T, D)
         else:
             out = F.scaled_dot_product_attention(
