@@ -18,6 +18,8 @@ CUDA) that first runs `--warmup` untimed steps; then the timed blocks of `--step
 median is reported. Achieved FLOP/s = (6 N + 12 L T d) per token (PaLM's count: parameters plus
 attention scores) times tokens/s, against the peak of a large matmul in that precision measured here.
 On a CPU the ratios are also given per CPU-second of each side (robust to other load at --threads 1).
+Each side's minor page faults per step are reported too: the kernel mapping in fresh memory for large
+tensors every step is a cost apart from arithmetic (lmforge's Trainer keeps its heap, `train.host_memory`).
 Runs unchanged on CUDA (--device cuda; MFU then against the GPU's measured peak).
 """
 
