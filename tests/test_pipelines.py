@@ -106,7 +106,11 @@ def test_token_classification_groups_trained_tags_into_character_spans(wordpiece
         ("PER", "John Smith", 0, 10), ("LOC", "New York", 20, 28)]
     assert all(0.5 < e["score"] <= 1.0 for e in entities)
     batch = tagger([text, "Mary Jones works in Paris ."], )
-    assert batch[0] == entities and [e["word"] for e in batch[1]] == ["Mary Jones", "Paris"]
+    assert [e["word"] for e in batch[1]] == ["Mary Jones", "Paris"]
+    # a padded batch multiplies other shapes: the same spans, scores to float rounding (AVX512 BLAS differs at 1e-7)
+    assert [{k: v for k, v in e.items() if k != "score"} for e in batch[0]] == \
+        [{k: v for k, v in e.items() if k != "score"} for e in entities]
+    assert [e["score"] for e in batch[0]] == pytest.approx([e["score"] for e in entities], abs=1e-5)
 
 
 # ---- fill-mask --------------------------------------------------------------------------------------------
