@@ -62,7 +62,7 @@ class DemoBudget:
     def named(cls, quick: bool) -> "DemoBudget":
         if quick:
             return cls(vocab_size=2000, d_model=64, n_layers=2, pretrain_steps=400, seeds=2, batch_size=16)
-        return cls(vocab_size=4000, d_model=128, n_layers=2, pretrain_steps=3200, seeds=3, batch_size=16)
+        return cls(vocab_size=4000, d_model=128, n_layers=2, pretrain_steps=5600, seeds=3, batch_size=16)
 
     def plan(self, sizes: tuple[int, ...]) -> CurvePlan:
         return CurvePlan(sizes=sizes, seeds=self.seeds, max_length=self.seq_len, epochs=self.epochs,
