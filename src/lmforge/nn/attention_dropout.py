@@ -36,7 +36,7 @@ def attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p:
         flat = [t.reshape(batch * heads, length, width) for t in (q, k, v)]  # (BH, T, D) each
         return CausalBlocks.apply(*flat, p, scale).view(batch, heads, length, width)
     if is_causal:  # query t sees keys 0..t: -inf above the diagonal, added in the product
-        future = torch.full((length, keys), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)  # (T, S)
+        future = future_bias(0, length, keys, q)  # (T, S)
         scores = torch.baddbmm(future.expand(batch * heads, length, keys), q.reshape(-1, length, width),
                                k.reshape(-1, keys, width).transpose(1, 2), alpha=scale).view(batch, heads, length, keys)
     else:
@@ -54,6 +54,12 @@ def attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p:
     return torch.matmul(kept, v).mul_(1.0 / (1.0 - p))  # (B, H, T, D)
 
 
+def future_bias(first: int, queries: int, keys: int, like: torch.Tensor) -> torch.Tensor:
+    """(queries, keys) additive causal bias for queries first..first+queries-1 over keys 0..keys-1: -inf where
+    the key comes after the query, 0 elsewhere; in `like`'s dtype and device."""
+    return torch.full((queries, keys), float("-inf"), dtype=like.dtype, device=like.device).triu_(first + 1)
+
+
 def causal_blocks(length: int) -> list[tuple[int, int]]:
     """(start, end) of each block of queries: CAUSAL_BLOCK rows, the last one shorter."""
     return [(start, min(start + CAUSAL_BLOCK, length)) for start in range(0, length, CAUSAL_BLOCK)]
@@ -69,7 +75,7 @@ class CausalBlocks(torch.autograd.Function):
         out = torch.empty_like(q)  # (N, T, D)
         probabilities, masks = [], []
         for start, end in causal_blocks(length):
-            future = torch.full((end - start, end), float("-inf"), dtype=q.dtype, device=q.device).triu_(start + 1)
+            future = future_bias(start, end - start, end, q)  # (rows, end)
             scores = torch.baddbmm(future.expand(count, -1, -1), q[:, start:end], k[:, :end].transpose(1, 2),
                                    alpha=scale)  # (N, rows, end)
             weights = torch.softmax(scores, dim=-1)
