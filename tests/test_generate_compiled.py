@@ -113,6 +113,26 @@ def test_compiled_int8_dynamic_runs_whole_and_close_to_eager(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("rows", [1, 4])
+def test_compiled_bf16_compiles_and_stays_close_to_eager(tmp_path, rows):
+    """bf16 weights, one row (the LM head's packed copy on a CPU with bf16 units, which tracing used to read as
+    a plain matrix: compiling failed and decoding fell back to eager) and a batch: one graph, no fallback warning,
+    tokens close to eager bf16's (the compiled step fuses elementwise ops in float32, eager rounds each to bf16)."""
+    torch.manual_seed(0)
+    model = converted(hf_gpt2().eval(), tmp_path, dtype="bf16")
+    ids, mask = left_padded(seed=5)
+    ids, mask = ids[:rows], mask[:rows]
+    before = graphs()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled = generate(model, ids, mask, max_new_tokens=NEW_TOKENS, eos_token_id=[], compile=True)
+    assert not [str(w.message) for w in caught if "eagerly" in str(w.message)]
+    assert graphs() == before + 1
+    eager = generate(model, ids, mask, max_new_tokens=NEW_TOKENS, eos_token_id=[])
+    assert (compiled == eager).float().mean() >= 0.9
+
+
+@pytest.mark.slow
 def test_compiler_failure_falls_back_to_eager_with_one_warning(tmp_path):
     """A C++ compiler that does not exist (inductor's disk cache off, so it must compile): one warning, the same
     tokens as eager decoding; the model is not compiled again in this process."""

@@ -39,8 +39,12 @@ def project(hidden: torch.Tensor, weight: torch.Tensor, decoding: torch.Tensor |
             or (weight.dtype in HALF_DTYPES and decoding is None)):
         return F.linear(hidden, weight)
     flat = hidden.reshape(rows, -1)  # (rows, d)
-    if decoding is not None and is_packed(decoding):
-        if torch.compiler.is_compiling():  # the packed matrix is no input of compiled code: the copies keep it
+    compiling = torch.compiler.is_compiling()
+    # a traced copy has lost its packed layout (it would read as a (V, d) matrix): compiled code decides it again
+    packed = decoding is not None and (decoding_layout(rows, hidden.device, weight.dtype) == "packed" if compiling
+                                       else is_packed(decoding))
+    if packed:
+        if compiling:  # the packed matrix is no input of compiled code: the copies keep it
             out = None if copies is None else kept_packed_product(flat, copies)
             if out is not None:
                 return out.reshape(*hidden.shape[:-1], -1)

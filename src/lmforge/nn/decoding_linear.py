@@ -13,6 +13,11 @@ kernel over a packed matrix reads 14-19 GB/s of bf16 weights at 1-4 rows where t
 matrices give 7-10 (measured on a 2-core AMD EPYC with AVX512-BF16, one thread, gpt2's matrices); without bf16
 units torch emulates bf16 and the plain matrix serves.
 `lmforge.models.cpu_decoding` uses them for the LM head; `DecodingLinear` for every projection inside the blocks.
+Compiled decoding (`lmforge.infer.compiled`) multiplies one float32 row by a matrix with an output at least as
+wide as its input as a product and a sum (`streamed_row_product`), which inductor turns into one vectorized
+loop over the (out, in) matrix: 15-20 GB/s on gpt2's and the 6x384 model's block matrices where BLAS reads the
+transposed copy at 10-14 (measured on a 2-core AMD EPYC, one thread); the LM head keeps its transposed copy
+(inductor would recompute the final norm inside that loop, once per vocabulary row).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from .numbered import Numbered
 _DECODING = contextvars.ContextVar("lmforge_decoding", default=False)  # inside `decoding_products()`
 # torch.compile cannot read a ContextVar: code it traces reads this flag instead (see `compiled_decoding_products`)
 _COMPILED_DECODING = False
+# one row in compiled code: `streamed_row_product`; bf16 keeps oneDNN's packed kernel (streaming it was as fast
+# at 6x384 and slower at gpt2 size, measured on AVX512-BF16)
+STREAMED_DTYPES = (torch.float32,)
 MAX_FAST_ROWS = 16  # beyond this many rows, the ordinary F.linear is as fast; the packed layout is made for it
 
 
@@ -56,6 +64,13 @@ def decoding_layout_for(rows: int, dtype: torch.dtype, wide_output: bool) -> str
     if rows == 1:
         return "transposed" if wide_output else None
     return "packed" if dtype == torch.float32 and PACKING else None
+
+
+def streamed_row_product(row: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """For code torch.compile traces: one row (1, in) @ weight (out, in)^T (+ bias) -> (1, out), written as a
+    product and a sum over `in`, which inductor turns into one vectorized loop streaming the matrix once."""
+    out = (row.unsqueeze(-2) * weight).sum(-1)  # (1, 1, in) * (out, in) -> (1, out)
+    return out if bias is None else out + bias
 
 
 def is_packed(weight: torch.Tensor) -> bool:
@@ -163,7 +178,8 @@ class DecodingLinear(nn.Linear):
     `decoding_products()`, multiplies 1-16 float32 (or bf16) rows on the CPU, when no gradient is needed, through
     a copy of its weight in a decoding layout (`decoding_layout_for`: transposed for one float32 row into an
     output at least as wide as the input, packed for 2-16 rows, and for 1-16 bf16 rows on a CPU with bf16
-    units); every other call is `F.linear`. A copy is made on
+    units; in compiled code the one row's product streams the weight itself: `streamed_row_product`);
+    every other call is `F.linear`. A copy is made on
     the first such call."""
 
     def __init__(self, *args, **kwargs):
@@ -171,10 +187,12 @@ class DecodingLinear(nn.Linear):
         self._decoding = DecodingCopies()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
-        rows = x.shape[:-1].numel()
+        rows, wide = x.shape[:-1].numel(), self.out_features >= self.in_features
         layout = None
         if in_decoding() and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == self.weight.dtype:
-            layout = decoding_layout_for(rows, x.dtype, self.out_features >= self.in_features)
+            if rows == 1 and wide and x.dtype in STREAMED_DTYPES and torch.compiler.is_compiling():
+                return streamed_row_product(x.reshape(1, -1), self.weight, self.bias).reshape(*x.shape[:-1], -1)
+            layout = decoding_layout_for(rows, x.dtype, wide)
         if layout == "transposed":  # one streaming pass over a (in, out) copy
             transposed = self._decoding.of(self.weight, "transposed")  # (in, out)
             flat = x.reshape(1, -1)  # (1, in)
