@@ -20,6 +20,9 @@ diverge sooner than trained ones; `bench/weight_formats.py` measures the quality
 torch.compile over a static cache) to the same interleaved runs; its rows give the ratio to lmforge's eager
 decoding and the compile time, paid once per model and batch shape (the first call, less an eager call;
 inductor's disk cache makes a second process compile faster).
+The step columns time the decoding steps alone: the same lmforge run with a quarter of the new tokens is
+interleaved too, and a step is the difference of the two times over the difference of their tokens (no prompt,
+no first step, no compilation), the rate the memory-bound limit describes.
 
     python bench/generate.py                                   # every size, every format, batch 1 and 8
     python bench/generate.py --sizes small gpt2 --dtype fp32 int8-dynamic --compile --threads 1
@@ -134,15 +137,16 @@ def main() -> None:
         for batch in args.batches:
             prompt = torch.randint(0, 49000, (batch, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
             mask = torch.ones_like(prompt)
-            n = args.new_tokens
+            n, short = args.new_tokens, max(1, args.new_tokens // 4)
 
             def run_hf(model):
                 with torch.inference_mode():
                     return model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=n, do_sample=False,
                                           eos_token_id=None, pad_token_id=0)
 
-            def run_ours(model, compile=False):
-                return lmforge.infer.generate(model, prompt, mask, max_new_tokens=n, eos_token_id=[], compile=compile)
+            def run_ours(model, compile=False, new_tokens=n):
+                return lmforge.infer.generate(model, prompt, mask, max_new_tokens=new_tokens, eos_token_id=[],
+                                              compile=compile)
 
             fns = {f"hf {d}": (lambda m=m: run_hf(m)) for d, m in hf.items()}
             fns.update({f"lmforge {d}": (lambda m=m: run_ours(m)) for d, m in ours.items()})
@@ -154,6 +158,9 @@ def main() -> None:
                     tokens[f"lmforge {dtype} compiled"] = run_ours(ours[dtype], compile=True)
                     compile_seconds[dtype] = time.perf_counter() - start
                     fns[f"lmforge {dtype} compiled"] = lambda m=ours[dtype]: run_ours(m, compile=True)
+            for name in [name for name in fns if name.startswith("lmforge")]:  # the same run, a quarter as long
+                fns[f"{name} short"] = lambda m=ours[name.split()[1]], c=name.endswith("compiled"): run_ours(
+                    m, compile=c, new_tokens=short)
             times = interleaved_times(fns, args.repeats)
             for dtype in args.dtypes:
                 for mode in ("eager", "compiled") if args.compile else ("eager",):
@@ -165,11 +172,12 @@ def main() -> None:
                     else:
                         same = f"{agreement(tokens['lmforge fp32'], tokens[name]):.0%} of fp32's"
                     eager = times[f"lmforge {dtype}"]
+                    step = statistics.median(a - b for a, b in zip(mine, times[f"{name} short"])) / (n - short)
                     rows.append(dict(
                         size=size, params=params, dtype=dtype, mode=mode, batch=batch,
                         hf32=n * batch / statistics.median(times["hf fp32"]),
                         hf_same=None if same_hf is None else n * batch / statistics.median(same_hf),
-                        ours=n * batch / statistics.median(mine),
+                        ours=n * batch / statistics.median(mine), step=batch / step,
                         vs_hf32=statistics.median(h / o for h, o in zip(times["hf fp32"], mine)),
                         vs_same=None if same_hf is None else statistics.median(h / o for h, o in zip(same_hf, mine)),
                         vs_eager=statistics.median(e / o for e, o in zip(eager, mine)),
@@ -184,9 +192,9 @@ def main() -> None:
     compiled = args.compile
     print("| model | parameters | weights | " + ("decoding step | " if compiled else "") + "batch | HF fp32 tok/s | "
           "HF same dtype tok/s | lmforge tok/s | vs HF fp32 | vs HF same dtype | "
-          + ("vs lmforge eager | compile s | " if compiled else "") + "memory-bound limit | lmforge / limit | same tokens |")
+          + ("vs lmforge eager | compile s | " if compiled else "") + "memory-bound limit | lmforge / limit | lmforge step tok/s | step / limit | same tokens |")
     print("|---|---:|---|" + ("---|" if compiled else "") + "---:|---:|---:|---:|---:|---:|"
-          + ("---:|---:|" if compiled else "") + "---:|---:|---|")
+          + ("---:|---:|" if compiled else "") + "---:|---:|---:|---:|---|")
     for r in rows:
         hf_same = "—" if r["hf_same"] is None else f"{r['hf_same']:,.0f}"
         vs_same = "—" if r["vs_same"] is None else f"{r['vs_same']:.2f}x"
@@ -195,7 +203,7 @@ def main() -> None:
                                          f"{r['vs_eager']:.2f}x | {r['compile']:.0f} | ")
         print(f"| {r['size']} (random) | {r['params'] / 1e6:.1f}M | {r['dtype']} | {mode}{r['batch']} | {r['hf32']:,.0f} | "
               f"{hf_same} | {r['ours']:,.0f} | {r['vs_hf32']:.2f}x | {vs_same} | {extra}{r['limit']:,.0f} | "
-              f"{r['ours'] / r['limit']:.0%} | {r['same']} |")
+              f"{r['ours'] / r['limit']:.0%} | {r['step']:,.0f} | {r['step'] / r['limit']:.0%} | {r['same']} |")
 
 
 if __name__ == "__main__":
