@@ -13,11 +13,12 @@ kernel over a packed matrix reads 14-19 GB/s of bf16 weights at 1-4 rows where t
 matrices give 7-10 (measured on a 2-core AMD EPYC with AVX512-BF16, one thread, gpt2's matrices); without bf16
 units torch emulates bf16 and the plain matrix serves.
 `lmforge.models.cpu_decoding` uses them for the LM head; `DecodingLinear` for every projection inside the blocks.
-Compiled decoding (`lmforge.infer.compiled`) multiplies one float32 row by a matrix with an output at least as
-wide as its input as a product and a sum (`streamed_row_product`), which inductor turns into one vectorized
-loop over the (out, in) matrix: 15-20 GB/s on gpt2's and the 6x384 model's block matrices where BLAS reads the
-transposed copy at 10-14 (measured on a 2-core AMD EPYC, one thread); the LM head keeps its transposed copy
-(inductor would recompute the final norm inside that loop, once per vocabulary row).
+Compiled decoding (`lmforge.infer.compiled`) multiplies one float32 row by a block's matrix as a product and a
+sum (`streamed_row_product`), which inductor turns into one vectorized loop over the (out, in) matrix, fused
+with the ops around it: 15-20 GB/s on gpt2's and the 6x384 model's block matrices where BLAS reads the
+transposed copy at 10-14 (measured on a 2-core AMD EPYC, one thread; a compiled step 1.1-1.3x faster at gpt2
+and SmolLM2-135M shapes). The LM head keeps its transposed copy: inductor would recompute the final norm
+inside that loop, once per vocabulary row.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ class DecodingLinear(nn.Linear):
     `decoding_products()`, multiplies 1-16 float32 (or bf16) rows on the CPU, when no gradient is needed, through
     a copy of its weight in a decoding layout (`decoding_layout_for`: transposed for one float32 row into an
     output at least as wide as the input, packed for 2-16 rows, and for 1-16 bf16 rows on a CPU with bf16
-    units; in compiled code the one row's product streams the weight itself: `streamed_row_product`);
+    units; in compiled code one float32 row's product streams the weight itself: `streamed_row_product`);
     every other call is `F.linear`. A copy is made on
     the first such call."""
 
@@ -187,12 +188,12 @@ class DecodingLinear(nn.Linear):
         self._decoding = DecodingCopies()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
-        rows, wide = x.shape[:-1].numel(), self.out_features >= self.in_features
+        rows = x.shape[:-1].numel()
         layout = None
         if in_decoding() and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == self.weight.dtype:
-            if rows == 1 and wide and x.dtype in STREAMED_DTYPES and torch.compiler.is_compiling():
+            if rows == 1 and x.dtype in STREAMED_DTYPES and torch.compiler.is_compiling():
                 return streamed_row_product(x.reshape(1, -1), self.weight, self.bias).reshape(*x.shape[:-1], -1)
-            layout = decoding_layout_for(rows, x.dtype, wide)
+            layout = decoding_layout_for(rows, x.dtype, self.out_features >= self.in_features)
         if layout == "transposed":  # one streaming pass over a (in, out) copy
             transposed = self._decoding.of(self.weight, "transposed")  # (in, out)
             flat = x.reshape(1, -1)  # (1, in)
