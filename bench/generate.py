@@ -11,7 +11,9 @@ each ratio is the median over the repeats of that repeat's ratio, tokens/s the m
 The limit column: batch decoding is bound by reading every weight once per step, so tokens/s <=
 batch x bandwidth / (bytes of the weights that step reads, in that format: int8 codes + their scales,
 the LM head's matrix once; a position table or a lookup-only embedding table is read a row per token
-and left out); the read bandwidth is measured here, at the start.
+and left out); the read bandwidth is measured at the start and again among each size's timed runs (two readers
+interleaved with them, `bandwidth_readers`): a shared machine's bandwidth drifts, and each row's limit uses the
+fastest read seen, at the start or during its own runs.
 "same tokens": lmforge fp32 must produce exactly HF fp32's tokens; bf16/int8 rows give the share of
 positions equal to lmforge fp32's (random models have near-flat logits, so low-precision formats
 diverge sooner than trained ones; `bench/weight_formats.py` measures the quality on a trained model).
@@ -77,15 +79,21 @@ def interleaved_times(fns: dict, repeats: int) -> dict[str, list[float]]:
     return times
 
 
-def read_bandwidth(megabytes: int = 256, repeats: int = 10) -> float:
-    """Bytes/s at which this machine streams float32 weights from memory: the fastest of `repeats` passes of
-    two readers over the same array, a sum and a vector-matrix product (how a decoding step reads a
-    transposed weight), so the limit is what the memory allows rather than one kernel's rate."""
+def bandwidth_readers(megabytes: int = 256) -> tuple[dict, int]:
+    """Two readers of one float32 array, a sum and a vector-matrix product (how a decoding step reads a
+    transposed weight), and the bytes each reads: the fastest pass of either is what the memory allows rather
+    than one kernel's rate."""
     data = torch.ones(megabytes * 2**20 // 4)
     matrix = data.view(1024, -1)  # (1024, C): a wide matrix streams fastest (a long reduction per output does not)
     vector = torch.ones(1, 1024)
-    times = interleaved_times({"sum": data.sum, "vector-matrix": lambda: vector @ matrix}, repeats)
-    return data.numel() * 4 / min(min(runs) for runs in times.values())
+    return {"read: sum": data.sum, "read: vector-matrix": lambda: vector @ matrix}, data.numel() * 4
+
+
+def read_bandwidth(repeats: int = 10) -> float:
+    """Bytes/s at which this machine streams float32 weights from memory: the fastest of `repeats` passes."""
+    readers, size = bandwidth_readers()
+    times = interleaved_times(readers, repeats)
+    return size / min(min(runs) for runs in times.values())
 
 
 def step_weight_bytes(model) -> int:
@@ -124,6 +132,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     bandwidth = read_bandwidth()
+    readers, read_bytes = bandwidth_readers()
     rows = []
     for size in args.sizes:
         hf = {"fp32": hf_model(size)}
@@ -161,7 +170,8 @@ def main() -> None:
             for name in [name for name in fns if name.startswith("lmforge")]:  # the same run, a quarter as long
                 fns[f"{name} short"] = lambda m=ours[name.split()[1]], c=name.endswith("compiled"): run_ours(
                     m, compile=c, new_tokens=short)
-            times = interleaved_times(fns, args.repeats)
+            times = interleaved_times({**fns, **readers}, args.repeats)
+            fastest_read = max(bandwidth, read_bytes / min(min(times[name]) for name in readers))
             for dtype in args.dtypes:
                 for mode in ("eager", "compiled") if args.compile else ("eager",):
                     name = f"lmforge {dtype}" + (" compiled" if mode == "compiled" else "")
@@ -182,12 +192,15 @@ def main() -> None:
                         vs_same=None if same_hf is None else statistics.median(h / o for h, o in zip(same_hf, mine)),
                         vs_eager=statistics.median(e / o for e, o in zip(eager, mine)),
                         compile=None if mode == "eager" else compile_seconds[dtype] - statistics.median(eager),
-                        limit=batch * bandwidth / step_weight_bytes(ours[dtype]), same=same))
+                        limit=batch * fastest_read / step_weight_bytes(ours[dtype]), bandwidth=fastest_read,
+                        same=same))
                     print(f"  {size} {dtype} {mode} batch {batch}: lmforge {statistics.median(mine):.2f}s, "
                           f"HF fp32 {statistics.median(times['hf fp32']):.2f}s", flush=True)
 
     print(f"\ngreedy, {args.new_tokens} new tokens after {args.prompt_tokens}, CPU, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; memory read bandwidth {bandwidth / 1e9:.1f} GB/s (measured); ratios are "
+          f"torch {torch.__version__}; memory read bandwidth {bandwidth / 1e9:.1f} GB/s at the start, "
+          f"{min(r['bandwidth'] for r in rows) / 1e9:.1f}-{max(r['bandwidth'] for r in rows) / 1e9:.1f} GB/s "
+          f"the fastest read among each size's runs (measured); ratios are "
           f"medians over {args.repeats} interleaved repeats")
     compiled = args.compile
     print("| model | parameters | weights | " + ("decoding step | " if compiled else "") + "batch | HF fp32 tok/s | "
