@@ -113,6 +113,23 @@ def test_compiled_int8_dynamic_runs_whole_and_close_to_eager(tmp_path):
 
 
 @pytest.mark.slow
+def test_compiled_one_row_float32_keeps_no_transposed_copies_of_the_blocks(tmp_path):
+    """Compiled one-row steps stream the blocks' own matrices: the eager step before them makes no transposed
+    copy (a third more memory at gpt2 size); eager decoding of the same model still makes and reads them."""
+    from lmforge.nn.decoding_linear import DecodingLinear
+
+    torch.manual_seed(0)
+    model = converted(hf_gpt2().eval(), tmp_path)
+    ids = torch.tensor([[5, 17, 42]])
+    layers = [m for m in model.modules() if isinstance(m, DecodingLinear)]
+    compiled = generate(model, ids, max_new_tokens=NEW_TOKENS, eos_token_id=[], compile=True)
+    assert not any("transposed" in layer._decoding._copies for layer in layers)
+    eager = generate(model, ids, max_new_tokens=NEW_TOKENS, eos_token_id=[])
+    assert any("transposed" in layer._decoding._copies for layer in layers)
+    assert torch.equal(compiled, eager)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("rows", [1, 4])
 def test_compiled_bf16_compiles_and_stays_close_to_eager(tmp_path, rows):
     """bf16 weights, one row (the LM head's packed copy on a CPU with bf16 units, which tracing used to read as

@@ -7,7 +7,8 @@ slot, the positions and the attention mask are tensors updated in place, attenti
 slots), so every later step has the same shapes and reads no changing Python number: one compilation per
 model, batch size and cache length (kept for the process; torch's inductor also caches compiled code on disk,
 so a later process compiles the same step faster), none per step. The first step after the
-prompt runs eagerly: it makes the decoding copies of the weights (`nn.decoding_linear`) the compiled code reads.
+prompt runs eagerly: it makes the decoding copies of the weights (`nn.decoding_linear`) the compiled code reads
+(packed ones for 2-16 rows and for bf16; one float32 row needs none: its compiled products stream the weights).
 
 When compiling fails (no C++ compiler, an op the compiler cannot handle) one warning says so and the steps run
 the same function eagerly: the same tokens at eager speed. Models the static cache does not cover
@@ -98,7 +99,7 @@ class CompiledDecoderStepper(DecoderOnlyStepper):
                 self.compiled = None
                 _compiled[self.model] = (_compiled[self.model][0], None)  # not tried again for this model
         self.eager_steps += 1
-        with decoding_products():
+        with decoding_products(one_row_copies=self.compiled is None):  # compiled steps read no transposed copy
             return self.model.decode_step(ids, self.cache)
 
     def _compiler_quiet(self):

@@ -35,6 +35,7 @@ from .numbered import Numbered
 
 
 _DECODING = contextvars.ContextVar("lmforge_decoding", default=False)  # inside `decoding_products()`
+_ONE_ROW_COPIES = contextvars.ContextVar("lmforge_one_row_copies", default=True)  # see `decoding_products`
 # torch.compile cannot read a ContextVar: code it traces reads this flag instead (see `compiled_decoding_products`)
 _COMPILED_DECODING = False
 # one row in compiled code: `streamed_row_product`; bf16 keeps oneDNN's packed kernel (streaming it was as fast
@@ -146,13 +147,16 @@ def kept_packed_product(flat: torch.Tensor, copies: DecodingCopies, bias: torch.
 
 
 @contextlib.contextmanager
-def decoding_products():
-    """Inside this context (a decoding loop), `DecodingLinear` layers use their packed copies. Outside it every
-    product is `F.linear`, so an encoder's or a classifier's outputs do not depend on how many rows a call has."""
-    token = _DECODING.set(True)
+def decoding_products(one_row_copies: bool = True):
+    """Inside this context (a decoding loop), `DecodingLinear` layers use their decoding copies. Outside it every
+    product is `F.linear`, so an encoder's or a classifier's outputs do not depend on how many rows a call has.
+    `one_row_copies` False: one float32 row multiplies the plain matrix and no transposed copy is made (the eager
+    step of a compiled decoding, whose compiled steps stream the plain matrix: `streamed_row_product`)."""
+    token, copies_token = _DECODING.set(True), _ONE_ROW_COPIES.set(one_row_copies)
     try:
         yield
     finally:
+        _ONE_ROW_COPIES.reset(copies_token)
         _DECODING.reset(token)
 
 
@@ -194,6 +198,8 @@ class DecodingLinear(nn.Linear):
             if rows == 1 and x.dtype in STREAMED_DTYPES and torch.compiler.is_compiling():
                 return streamed_row_product(x.reshape(1, -1), self.weight, self.bias).reshape(*x.shape[:-1], -1)
             layout = decoding_layout_for(rows, x.dtype, self.out_features >= self.in_features)
+            if layout == "transposed" and not _ONE_ROW_COPIES.get():
+                layout = None
         if layout == "transposed":  # one streaming pass over a (in, out) copy
             transposed = self._decoding.of(self.weight, "transposed")  # (in, out)
             flat = x.reshape(1, -1)  # (1, in)
