@@ -67,6 +67,23 @@ def test_int8_linear_matches_the_float_layer_within_its_error_bound(rows, out_fe
     assert ((out.double() - exact).abs() <= magnitude * 2**-7 + 1e-5).all()  # the kernel multiplies the codes right
 
 
+@pytest.mark.parametrize("out_features,in_features,bias", [(5, 3, True), (130, 64, False), (96, 257, True)])
+def test_compiled_int8_one_row_streams_the_codes_and_multiplies_them_right(out_features, in_features, bias):
+    """In compiled code one float32 row multiplies the int8 codes in a loop of inductor's (no packed kernel, its
+    input copied opaquely), close to the exact product of the dequantized matrix (float32 sums, no bf16 rounding)."""
+    from torch._inductor.utils import run_and_get_code
+
+    layer = Int8Linear.from_linear(torch.nn.Linear(in_features, out_features, bias=bias))
+    x = torch.randn(1, 1, in_features)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out, code = run_and_get_code(torch.compile(layer, dynamic=False), x)
+        exact = F.linear(x.double(), layer.dequantized().double(), None if layer.bias is None else layer.bias.double())
+    code = "".join(code)
+    assert "_weight_int8pack_mm" not in code and "mm(" not in code and "opaque_copy" in code
+    torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
+
+
 needs_dynamic = pytest.mark.skipif(not dynamic_available(), reason="this torch build has no fbgemm int8 kernels")
 
 

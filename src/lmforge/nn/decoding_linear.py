@@ -68,11 +68,27 @@ def decoding_layout_for(rows: int, dtype: torch.dtype, wide_output: bool) -> str
     return "packed" if dtype == torch.float32 and PACKING else None
 
 
-def streamed_row_product(row: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def streamed_row_product(row: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                         scale: torch.Tensor | None = None) -> torch.Tensor:
     """For code torch.compile traces: one row (1, in) @ weight (out, in)^T (+ bias) -> (1, out), written as a
-    product and a sum over `in`, which inductor turns into one vectorized loop streaming the matrix once."""
-    out = (row.unsqueeze(-2) * weight).sum(-1)  # (1, 1, in) * (out, in) -> (1, out)
+    product and a sum over `in`, which inductor turns into one vectorized loop streaming the matrix once.
+    `weight` int8 codes with their per-row `scale` (out,): the codes are converted inside that loop."""
+    out = (row.unsqueeze(-2) * weight.to(row.dtype)).sum(-1)  # (1, 1, in) * (out, in) -> (1, out)
+    out = out if scale is None else out * scale
     return out if bias is None else out + bias
+
+
+@torch.library.custom_op("lmforge::opaque_copy", mutates_args=())
+def opaque_copy(x: torch.Tensor) -> torch.Tensor:
+    """A copy of `x` that inductor cannot see into: the ops that made `x` are computed once into memory instead
+    of being inlined (recomputed) into every iteration of a loop that reads it, such as `streamed_row_product`'s
+    over the rows of an int8 matrix."""
+    return x.clone()
+
+
+@opaque_copy.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
 
 
 def is_packed(weight: torch.Tensor) -> bool:

@@ -7,6 +7,11 @@ faster; how fast depends on the kernel that multiplies by the int8 codes:
 - weight-only (`dtype="int8"`): the activations stay float. Up to MAX_PACKED_ROWS rows use torch's CPU
   kernel for exactly this layout, `aten._weight_int8pack_mm` (activations in bfloat16, the fastest of its
   inputs); more rows (a prompt) and other devices dequantize the matrix and multiply in the activations' dtype.
+  In code torch.compile traces (compiled decoding), one float32 row streams the codes instead: a product and
+  a sum that inductor turns into one loop converting the codes as it reads them (`streamed_row_product`, its
+  input copied opaquely first so the ops that made it are not recomputed in that loop): a compiled gpt2 step
+  1.8x faster than through `_weight_int8pack_mm`, 1.5-1.7x at 6x384 and SmolLM2-135M shapes (one thread, AMD
+  EPYC with AVX512).
 - dynamic (`dtype="int8-dynamic"`): each row of activations is also quantized to 8 bits on the fly (its own
   scale: the row divided by its largest magnitude), and fbgemm's int8 x int8 kernel multiplies
   (`quantized.linear_dynamic`, 2-4x faster than the weight-only kernel on an AVX2 CPU). A row's result
@@ -23,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoding_linear import DecodingLinear
+from .decoding_linear import DecodingLinear, streamed_row_product
 from .numbered import Numbered
 
 MAX_PACKED_ROWS = 16  # above this many rows, dequantize + one GEMM beats the row-wise int8 kernel on the CPU
@@ -160,6 +165,9 @@ class Int8Linear(nn.Module):
                 calibration[0, 0], calibration[0, -1] = 1.0, -1.0
                 self._dynamic = (prepack_dynamic(self.qweight, self.scale), calibration)
             return dynamic_int8_matmul(x, *self._dynamic, self.bias, self._key)
+        if x.shape[:-1].numel() == 1 and x.dtype == torch.float32 and torch.compiler.is_compiling():
+            row = torch.ops.lmforge.opaque_copy(x.reshape(1, -1))  # (1, in)
+            return streamed_row_product(row, self.qweight, self.bias, self.scale).reshape(*x.shape[:-1], -1)
         out = int8_matmul(x, self.qweight, self.scale, self.scale_bf16)
         if self.bias is None:
             return out
