@@ -101,13 +101,15 @@ def test_compiled_streaming_and_stop_tokens_match_eager(tmp_path):
 @pytest.mark.parametrize("dtype", [
     "int8",
     pytest.param("int8-dynamic", marks=pytest.mark.skipif(not dynamic_available(), reason="no fbgemm int8 kernels"))])
-def test_compiled_int8_runs_whole_and_close_to_eager(tmp_path, dtype):
+@pytest.mark.parametrize("rows", [1, 4])
+def test_compiled_int8_runs_whole_and_close_to_eager(tmp_path, dtype, rows):
     """int8-dynamic: fbgemm's int8 product is an opaque operator in the compiled graph; int8 (weight-only): one row
     streams the codes in inductor's loop. No graph break; the tokens mostly equal eager's (activation codes, or
     eager's bf16 activations in `_weight_int8pack_mm`, round differently)."""
     torch.manual_seed(0)
     model = converted(hf_gpt2().eval(), tmp_path, dtype=dtype)
     ids, mask = left_padded(seed=4)
+    ids, mask = ids[:rows], mask[:rows]
     breaks = graph_breaks()
     compiled = generate(model, ids, mask, max_new_tokens=NEW_TOKENS, eos_token_id=[], compile=True)
     assert graph_breaks() == breaks
