@@ -17,8 +17,8 @@ Compiled decoding (`lmforge.infer.compiled`) multiplies one float32 row by a blo
 sum (`streamed_row_product`), which inductor turns into one vectorized loop over the (out, in) matrix, fused
 with the ops around it: 15-20 GB/s on gpt2's and the 6x384 model's block matrices where BLAS reads the
 transposed copy at 10-14 (measured on a 2-core AMD EPYC, one thread; a compiled step 1.1-1.3x faster at gpt2
-and SmolLM2-135M shapes). The LM head keeps its transposed copy: inductor would recompute the final norm
-inside that loop, once per vocabulary row.
+and SmolLM2-135M shapes). The LM head keeps its transposed copy: in that loop inductor recomputes the final
+norm once per vocabulary row (16-17 GB/s at 50257 x 384, where BLAS reads the copy at 21).
 """
 
 from __future__ import annotations

@@ -165,7 +165,8 @@ class Int8Linear(nn.Module):
                 calibration[0, 0], calibration[0, -1] = 1.0, -1.0
                 self._dynamic = (prepack_dynamic(self.qweight, self.scale), calibration)
             return dynamic_int8_matmul(x, *self._dynamic, self.bias, self._key)
-        if x.shape[:-1].numel() == 1 and x.dtype == torch.float32 and torch.compiler.is_compiling():
+        if (x.shape[:-1].numel() == 1 and x.dtype == torch.float32 and x.device.type == "cpu"
+                and torch.compiler.is_compiling()):
             row = torch.ops.lmforge.opaque_copy(x.reshape(1, -1))  # (1, in)
             return streamed_row_product(row, self.qweight, self.bias, self.scale).reshape(*x.shape[:-1], -1)
         out = int8_matmul(x, self.qweight, self.scale, self.scale_bf16)
