@@ -46,19 +46,24 @@ def test_one_row_reads_a_transposed_copy_when_the_output_is_at_least_as_wide(out
         torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("out_features,in_features,bias", [(96, 64, True), (64, 64, False), (32, 64, True)])
-def test_compiled_one_row_streams_the_matrix_in_generated_code(out_features, in_features, bias):
+def test_compiled_one_row_streams_the_matrix_in_generated_code(out_features, in_features, bias, dtype):
     from torch._inductor.utils import run_and_get_code
 
     from lmforge.nn.decoding_linear import compiled_decoding_products
 
-    layer = DecodingLinear(in_features, out_features, bias=bias)
-    x = torch.randn(1, 1, in_features)
+    layer = DecodingLinear(in_features, out_features, bias=bias).to(dtype)
+    x = torch.randn(1, 1, in_features, dtype=dtype)
     torch._dynamo.reset()
     with torch.inference_mode(), compiled_decoding_products():
         out, code = run_and_get_code(torch.compile(layer, dynamic=False), x)
-    torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
-    assert "mm(" not in "".join(code)  # no BLAS call (extern_kernels.mm / addmm): a loop over the matrix
+    exact = F.linear(x.double(), layer.weight.double(), None if layer.bias is None else layer.bias.double())
+    tolerance = 1e-5 if dtype == torch.float32 else 2**-7  # bf16: the output rounded to 8 bits of mantissa
+    torch.testing.assert_close(out.double(), exact, rtol=tolerance, atol=tolerance)
+    code = "".join(code)
+    assert "mm(" not in code and "_linear_pointwise" not in code  # no BLAS or oneDNN call: a loop over the matrix
+    assert ("opaque_copy" in code) == (dtype == torch.bfloat16)
 
 
 def test_gradients_and_state_dict_are_those_of_nn_linear():

@@ -13,8 +13,8 @@ kernel over a packed matrix reads 14-19 GB/s of bf16 weights at 1-4 rows where t
 matrices give 7-10 (measured on a 2-core AMD EPYC with AVX512-BF16, one thread, gpt2's matrices); without bf16
 units torch emulates bf16 and the plain matrix serves.
 `lmforge.models.cpu_decoding` uses them for the LM head; `DecodingLinear` for every projection inside the blocks.
-Compiled decoding (`lmforge.infer.compiled`) multiplies one float32 row by a block's matrix as a product and a
-sum (`streamed_row_product`), which inductor turns into one vectorized loop over the (out, in) matrix, fused
+Compiled decoding (`lmforge.infer.compiled`) multiplies one float32 or bf16 row by a block's matrix as a product
+and a sum (`streamed_row_product`), which inductor turns into one vectorized loop over the (out, in) matrix, fused
 with the ops around it: 15-20 GB/s on gpt2's and the 6x384 model's block matrices where BLAS reads the
 transposed copy at 10-14 (measured on a 2-core AMD EPYC, one thread; a compiled step 1.1-1.3x faster at gpt2
 and SmolLM2-135M shapes). The LM head keeps its transposed copy: in that loop inductor recomputes the final
@@ -38,9 +38,11 @@ _DECODING = contextvars.ContextVar("lmforge_decoding", default=False)  # inside 
 _ONE_ROW_COPIES = contextvars.ContextVar("lmforge_one_row_copies", default=True)  # see `decoding_products`
 # torch.compile cannot read a ContextVar: code it traces reads this flag instead (see `compiled_decoding_products`)
 _COMPILED_DECODING = False
-# one row in compiled code: `streamed_row_product`; bf16 keeps oneDNN's packed kernel (streaming it was as fast
-# at 6x384 and slower at gpt2 size, measured on AVX512-BF16)
-STREAMED_DTYPES = (torch.float32,)
+# one row in compiled code: `streamed_row_product`. A bf16 row is first copied opaquely (`opaque_copy`): inlined,
+# the ops that made it cost more than the loop saves over oneDNN's packed bf16 kernel; with the copy a compiled
+# bf16 step is 1.18x (6x384), 1.39x (gpt2) and 1.30x (SmolLM2-135M shape) faster (AVX512-BF16, one thread).
+# A float32 row gains nothing from the copy (0.94-1.04x).
+STREAMED_DTYPES = (torch.float32, torch.bfloat16)
 MAX_FAST_ROWS = 16  # beyond this many rows, the ordinary F.linear is as fast; the packed layout is made for it
 
 
@@ -199,7 +201,7 @@ class DecodingLinear(nn.Linear):
     `decoding_products()`, multiplies 1-16 float32 (or bf16) rows on the CPU, when no gradient is needed, through
     a copy of its weight in a decoding layout (`decoding_layout_for`: transposed for one float32 row into an
     output at least as wide as the input, packed for 2-16 rows, and for 1-16 bf16 rows on a CPU with bf16
-    units; in compiled code one float32 row's product streams the weight itself: `streamed_row_product`);
+    units; in compiled code one float32 or bf16 row's product streams the weight itself: `streamed_row_product`);
     every other call is `F.linear`. A copy is made on
     the first such call."""
 
@@ -212,7 +214,10 @@ class DecodingLinear(nn.Linear):
         layout = None
         if in_decoding() and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == self.weight.dtype:
             if rows == 1 and x.dtype in STREAMED_DTYPES and torch.compiler.is_compiling():
-                return streamed_row_product(x.reshape(1, -1), self.weight, self.bias).reshape(*x.shape[:-1], -1)
+                row = x.reshape(1, -1)  # (1, in)
+                if x.dtype != torch.float32:  # see STREAMED_DTYPES
+                    row = torch.ops.lmforge.opaque_copy(row)
+                return streamed_row_product(row, self.weight, self.bias).reshape(*x.shape[:-1], -1)
             layout = decoding_layout_for(rows, x.dtype, self.out_features >= self.in_features)
             if layout == "transposed" and not _ONE_ROW_COPIES.get():
                 layout = None
