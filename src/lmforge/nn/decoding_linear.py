@@ -70,21 +70,26 @@ def decoding_layout_for(rows: int, dtype: torch.dtype, wide_output: bool) -> str
     return "packed" if dtype == torch.float32 and PACKING else None
 
 
-def streamed_row_product(row: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+def streamed_row_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                          scale: torch.Tensor | None = None) -> torch.Tensor:
-    """For code torch.compile traces: one row (1, in) @ weight (out, in)^T (+ bias) -> (1, out), written as a
-    product and a sum over `in`, which inductor turns into one vectorized loop streaming the matrix once.
-    `weight` int8 codes with their per-row `scale` (out,): the codes are converted inside that loop."""
+    """For code torch.compile traces: x (..., in) holding one row @ weight (out, in)^T (+ bias) -> (..., out),
+    written as a product and a sum over `in`, which inductor turns into one vectorized loop streaming the matrix
+    once. `weight` int8 codes with their per-row `scale` (out,): the codes are converted inside that loop. A
+    matrix other than float32 (bf16, int8) reads the row through `opaque_copy` (see STREAMED_DTYPES)."""
+    row = x.reshape(1, -1)  # (1, in)
+    if weight.dtype != torch.float32:
+        row = torch.ops.lmforge.opaque_copy(row)
     out = (row.unsqueeze(-2) * weight.to(row.dtype)).sum(-1)  # (1, 1, in) * (out, in) -> (1, out)
     out = out if scale is None else out * scale
-    return out if bias is None else out + bias
+    out = out if bias is None else out + bias
+    return out.reshape(*x.shape[:-1], -1)
 
 
 @torch.library.custom_op("lmforge::opaque_copy", mutates_args=())
 def opaque_copy(x: torch.Tensor) -> torch.Tensor:
     """A copy of `x` that inductor cannot see into: the ops that made `x` are computed once into memory instead
     of being inlined (recomputed) into every iteration of a loop that reads it, such as `streamed_row_product`'s
-    over the rows of an int8 matrix."""
+    over the rows of a bf16 or int8 matrix."""
     return x.clone()
 
 
@@ -214,10 +219,7 @@ class DecodingLinear(nn.Linear):
         layout = None
         if in_decoding() and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == self.weight.dtype:
             if rows == 1 and x.dtype in STREAMED_DTYPES and torch.compiler.is_compiling():
-                row = x.reshape(1, -1)  # (1, in)
-                if x.dtype != torch.float32:  # see STREAMED_DTYPES
-                    row = torch.ops.lmforge.opaque_copy(row)
-                return streamed_row_product(row, self.weight, self.bias).reshape(*x.shape[:-1], -1)
+                return streamed_row_product(x, self.weight, self.bias)
             layout = decoding_layout_for(rows, x.dtype, self.out_features >= self.in_features)
             if layout == "transposed" and not _ONE_ROW_COPIES.get():
                 layout = None

@@ -167,8 +167,7 @@ class Int8Linear(nn.Module):
             return dynamic_int8_matmul(x, *self._dynamic, self.bias, self._key)
         if (x.shape[:-1].numel() == 1 and x.dtype == torch.float32 and x.device.type == "cpu"
                 and torch.compiler.is_compiling()):
-            row = torch.ops.lmforge.opaque_copy(x.reshape(1, -1))  # (1, in)
-            return streamed_row_product(row, self.qweight, self.bias, self.scale).reshape(*x.shape[:-1], -1)
+            return streamed_row_product(x, self.qweight, self.bias, self.scale)  # its input copied opaquely
         out = int8_matmul(x, self.qweight, self.scale, self.scale_bf16)
         if self.bias is None:
             return out
