@@ -103,6 +103,25 @@ def test_generation_uses_the_packed_copies_and_keeps_its_tokens():
     assert torch.equal(tokens, stepwise)
 
 
+@pytest.mark.parametrize("prompt_length", [2, 5, MAX_FAST_ROWS])
+def test_a_prompt_of_a_batch_of_one_is_prefilled_without_packing_the_matrices(prompt_length):
+    """Batch-1 decoding reads no packed copy, so a prompt of 2-16 tokens (as many rows) is multiplied by the plain
+    matrices: no packed copy of any block matrix stays in memory, and the tokens are the plain products' tokens."""
+    import lmforge
+
+    torch.manual_seed(0)
+    model = lmforge.build_model(lmforge.presets.get("tiny-gpt2").replace(dropout=0.0), "causal-lm").eval()
+    prompt = torch.randint(3, 500, (1, prompt_length), generator=torch.Generator().manual_seed(prompt_length))
+    tokens = model.generate(prompt, max_new_tokens=5, eos_token_id=[])
+    layers = [m for m in model.modules() if isinstance(m, DecodingLinear)]
+    assert layers and not any("packed" in m._decoding._copies for m in layers)
+    with torch.no_grad():
+        stepwise = prompt
+        for _ in range(5):
+            stepwise = torch.cat([stepwise, model(stepwise).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(tokens, stepwise)
+
+
 @pytest.mark.parametrize("rows", [1, 3, MAX_FAST_ROWS, MAX_FAST_ROWS + 1])
 def test_bf16_rows_take_the_packed_copy_where_the_cpu_has_bf16_units(rows):
     """bf16 decoding multiplies 1-16 rows through oneDNN's packed bf16 kernel on a CPU with bf16 units (the plain

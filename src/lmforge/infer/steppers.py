@@ -8,6 +8,8 @@ feeds one new token per row. Both return next-token logits (B, V) in float32. Wi
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..errors import InputError
@@ -65,7 +67,11 @@ class DecoderOnlyStepper(_Stepper):
     def _run(self, ids: torch.Tensor, new: int) -> torch.Tensor:
         self.length += new
         mask = None if self.mask is None else self.mask[:, :self.length]
-        with decoding_products():
+        # the decoding copies of the blocks' matrices serve one new token per row; a longer prompt is multiplied
+        # once, by the plain matrices (packing every matrix for a short prompt took longer than it saved, and a
+        # copy of the weights stayed in memory that batch-1 decoding never reads again)
+        products = decoding_products() if ids.shape[1] == 1 else contextlib.nullcontext()
+        with products:
             out = self.model(ids, attention_mask=mask, cache=self.cache, last_only=True)
         return out.logits[:, -1].float()  # (B, V)
 

@@ -7,7 +7,8 @@ matrix faster for a narrow output (the down projection). For 2-16 rows (batched 
 compute-bound, and oneDNN's inner-product kernel over a matrix packed ahead of time for that many rows
 runs it faster than MKL's on the plain matrix (measured on a 2-core AVX2 CPU: the layers of a batch-8
 decoding step 1.3-1.7x, the vocabulary projection 1.5-2x). `DecodingCopies` keeps such copies (one more
-copy of the matrix in memory, per layout used), made again whenever the matrix changes.
+copy of the matrix in memory, per layout used), made again whenever the matrix changes. They serve decoding steps
+(one new token a row): a generation's prompt of several tokens is multiplied once, by the plain matrices.
 bf16 matrices take the packed layout for 1-16 rows on a CPU with bf16 units (AVX512-BF16, AMX): oneDNN's bf16
 kernel over a packed matrix reads 14-19 GB/s of bf16 weights at 1-4 rows where the plain and transposed
 matrices give 7-10 (measured on a 2-core AMD EPYC with AVX512-BF16, one thread, gpt2's matrices); without bf16
