@@ -46,3 +46,25 @@ def test_every_target_ignored_gives_nan_like_torch():
     targets = torch.full((4,), -100)
     assert math.isnan(cross_entropy(logits, targets).item())
     assert math.isnan(F.cross_entropy(logits, targets).item())
+
+
+@pytest.mark.parametrize("ignored", [0, 3])
+def test_plain_backward_and_a_retained_graph_give_torch_gradients(ignored):
+    """`loss.backward()` takes the saved gradient as it is: into a leaf's .grad, twice over a retained graph
+    (the second time accumulated), and through a product, as F.cross_entropy's."""
+    torch.manual_seed(1)
+    logits = (torch.randn(19, 53) * 3).requires_grad_()
+    targets = torch.randint(0, 53, (19,))
+    targets[:ignored] = -100
+    reference = logits.detach().clone().requires_grad_()
+    loss, expected_loss = cross_entropy(logits, targets), F.cross_entropy(reference, targets)
+    for _ in range(2):
+        loss.backward(retain_graph=True)
+        expected_loss.backward(retain_graph=True)
+        assert torch.allclose(logits.grad, reference.grad, atol=1e-7)
+    hidden = torch.randn(19, 8, requires_grad=True)
+    matrix = torch.randn(53, 8)
+    twin = hidden.detach().clone().requires_grad_()
+    cross_entropy(hidden @ matrix.T, targets).backward()
+    F.cross_entropy(twin @ matrix.T, targets).backward()
+    assert torch.allclose(hidden.grad, twin.grad, atol=1e-6)
