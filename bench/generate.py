@@ -158,7 +158,8 @@ def main() -> None:
                                               compile=compile)
 
             fns = {f"hf {d}": (lambda m=m: run_hf(m)) for d, m in hf.items()}
-            fns.update({f"lmforge {d}": (lambda m=m: run_ours(m)) for d, m in ours.items()})
+            runs = {f"lmforge {d}": (m, False) for d, m in ours.items()}  # name: (model, compiled)
+            fns.update({name: (lambda m=m: run_ours(m)) for name, (m, _) in runs.items()})
             tokens = {name: fn() for name, fn in fns.items()}
             compile_seconds = {}
             if args.compile:
@@ -166,10 +167,10 @@ def main() -> None:
                     start = time.perf_counter()
                     tokens[f"lmforge {dtype} compiled"] = run_ours(ours[dtype], compile=True)
                     compile_seconds[dtype] = time.perf_counter() - start
+                    runs[f"lmforge {dtype} compiled"] = (ours[dtype], True)
                     fns[f"lmforge {dtype} compiled"] = lambda m=ours[dtype]: run_ours(m, compile=True)
-            for name in [name for name in fns if name.startswith("lmforge")]:  # the same run, a quarter as long
-                fns[f"{name} short"] = lambda m=ours[name.split()[1]], c=name.endswith("compiled"): run_ours(
-                    m, compile=c, new_tokens=short)
+            for name, (model, compiled) in runs.items():  # the same run, a quarter as long
+                fns[f"{name} short"] = lambda m=model, c=compiled: run_ours(m, compile=c, new_tokens=short)
             times = interleaved_times({**fns, **readers}, args.repeats)
             fastest_read = max(bandwidth, read_bytes / min(min(times[name]) for name in readers))
             for dtype in args.dtypes:
