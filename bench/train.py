@@ -16,7 +16,9 @@ Each side is its own long-lived subprocess (its own peak memory: ru_maxrss on CP
 CUDA) that first runs `--warmup` untimed steps; then the timed blocks of `--steps` steps are interleaved
 (HF fp32, HF precision, lmforge, HF fp32, ...) `--repeats` times. Ratios are taken per repeat and the
 median is reported. Achieved FLOP/s = (6 N + 12 L T d) per token (PaLM's count: parameters plus
-attention scores) times tokens/s, against the peak of a large matmul in that precision measured here.
+attention scores) times tokens/s, against the peak of a large matmul in that precision measured here. The
+limit of each ratio is a step that does nothing but those products at that peak: no implementation of the same
+arithmetic can beat the HF side by more.
 On a CPU the ratios are also given per CPU-second of each side (robust to other load at --threads 1).
 Each side's minor page faults per step are reported too: the kernel mapping in fresh memory for large
 tensors every step is a cost apart from arithmetic (lmforge's Trainer keeps its heap, `train.host_memory`).
@@ -284,6 +286,11 @@ def report(args, params: int, results: dict[str, list[dict]], peaks: dict[str, f
               f"{max(b['peak_mb'] for b in blocks):,.0f} |")
     ours = f"lmforge:{args.precision}"
     print()
+    ceiling = peaks[args.precision] / flops_per_token  # tokens/s of a step that is all matrix products at the peak
+    for reference in dict.fromkeys([f"hf:{args.precision}", "hf:fp32"]):
+        print(f"the limit of {ours} / {reference}: {ceiling / statistics.median(speed[reference]):.2f}x (a step doing "
+              f"nothing but its {flops_per_token / 1e6:,.0f} MFLOP a token of matrix products, at the {args.precision} "
+              f"peak)")
     per_cpu_second = {side: [tokens / block["cpu_seconds"] for block in blocks] for side, blocks in results.items()}
     for reference in dict.fromkeys([f"hf:{args.precision}", "hf:fp32"]):
         for what, values in (("tokens/s", speed), ("tokens per CPU-second", per_cpu_second)):
