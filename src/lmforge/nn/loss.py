@@ -47,7 +47,8 @@ class _CrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor):
         (grad,) = ctx.saved_tensors
-        if grad_loss.device.type == "cpu" and grad.dtype == ctx.dtype and bool(grad_loss == 1):
+        if (grad_loss.device.type == "cpu" and grad.dtype == ctx.dtype and not grad_loss.requires_grad
+                and bool(grad_loss == 1)):
             return grad, None, None  # loss.backward(): the saved gradient itself, no pass over (N, V)
         return grad.mul(grad_loss).to(ctx.dtype), None, None
 
