@@ -198,3 +198,22 @@ def test_bad_input_exits_2_with_one_line(case, data, classifier, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_default_metrics_files_of_one_model_in_two_weight_formats_do_not_collide(data, classifier, tmp_path,
+                                                                                monkeypatch, capsys):
+    """Evaluating one model in fp32 and in int8 (the quality cost of int8) writes two files by default; an alias
+    names the file as its format does; a model with an adapter gets its own file too."""
+    from lmforge.commands.evaluate import default_metrics_path
+
+    monkeypatch.chdir(tmp_path)
+    for dtype in (None, "int8"):
+        assert main(["evaluate", "--model", str(classifier), "--data", str(data["valid"]),
+                     *(["--dtype", dtype] if dtype else [])]) == 0
+    written = {path.name: json.loads(path.read_text()) for path in tmp_path.glob("metrics-*.json")}
+    stem = default_metrics_path(str(classifier), str(data["valid"])).stem
+    assert set(written) == {f"{stem}.json", f"{stem}-int8.json"}
+    assert all("accuracy" in metrics for metrics in written.values())
+    assert default_metrics_path("runs/a/final", "d/valid.txt", dtype="bfloat16").name == "metrics-a-final-valid-bf16.json"
+    assert default_metrics_path("m", "v.txt", adapter="runs/lora/adapter").name == "metrics-m-lora-adapter-v.json"
+    capsys.readouterr()

@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..eval.evaluate import evaluate
 from ..finetune.tasks import TASKS
 from ..finetune.tasks import DataOptions
+from ..models.weight_formats import weight_format_name
 from .finetune import data_options
 from .flags import add_adapter_flag, add_dataclass_flags, add_dtype_flag
 
@@ -30,7 +31,8 @@ def register(subparsers) -> None:
                         help="labelled data (seq2seq: SOURCE TARGET files, or one .jsonl)")
     parser.add_argument("--task", choices=list(TASKS), help="default: the task the model's head serves")
     parser.add_argument("--out", metavar="FILE",
-                        help="metrics JSON (default: metrics-<model name>-<data name>.json in the current folder)")
+                        help="metrics JSON (default: metrics-<model name>-<data name>.json in the current folder; "
+                             "with --adapter and a --dtype other than fp32, their names too)")
     parser.add_argument("--overwrite", action="store_true", help="replace a metrics file lmforge wrote at --out")
     add_dtype_flag(parser)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -42,18 +44,26 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def default_metrics_path(model: str, data: str) -> Path:
-    """metrics-<model>-<data>.json: the model's folder name (its parent's too for a `model` or `final`
-    subfolder, as in run/final), so evaluating two models on one file writes two files."""
-    folder = Path(model).absolute()
-    name = f"{folder.parent.name}-{folder.name}" if folder.name in ("model", "final", "best", "last") else folder.name
-    return Path(f"metrics-{name}-{Path(data).stem}.json")
+def folder_label(path: str) -> str:
+    """A folder's name, with its parent's for a generic one (`model`, `final`, `adapter`...: run/final -> run-final)."""
+    folder = Path(path).absolute()
+    generic = ("model", "final", "best", "last", "adapter")
+    return f"{folder.parent.name}-{folder.name}" if folder.name in generic else folder.name
+
+
+def default_metrics_path(model: str, data: str, adapter: str | None = None, dtype: str | None = None) -> Path:
+    """metrics-<model>[-<adapter>]-<data>[-<dtype>].json, so evaluating two models, a model with and without an
+    adapter, or one model in two weight formats (the quality cost of int8 against fp32) writes two files."""
+    dtype = weight_format_name(dtype)  # an alias such as "bfloat16" names the file as "bf16" does
+    parts = [folder_label(model), *([folder_label(adapter)] if adapter is not None else []), Path(data).stem,
+             *([dtype] if dtype != "fp32" else [])]
+    return Path(f"metrics-{'-'.join(parts)}.json")
 
 
 def run(args) -> int:
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    out = Path(args.out) if args.out else default_metrics_path(args.model, args.data[0])
+    out = Path(args.out) if args.out else default_metrics_path(args.model, args.data[0], args.adapter, args.dtype)
     model = args.model
     if args.adapter is not None or args.dtype is not None:
         model = load(args.model, adapter=args.adapter, dtype=args.dtype)
