@@ -44,8 +44,11 @@ def test_extreme_logits_stay_finite_and_no_grad_needs_no_gradient():
 def test_every_target_ignored_gives_nan_like_torch():
     logits = torch.randn(4, 7, requires_grad=True)
     targets = torch.full((4,), -100)
-    assert math.isnan(cross_entropy(logits, targets).item())
+    loss = cross_entropy(logits, targets)
+    assert math.isnan(loss.item())
     assert math.isnan(F.cross_entropy(logits, targets).item())
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))  # torch's gradient too: zeros, not NaN
 
 
 @pytest.mark.parametrize("ignored", [0, 3])

@@ -41,7 +41,8 @@ class _CrossEntropy(torch.autograd.Function):
             ignored = (~scored).nonzero().squeeze(1)  # (N_ignored,)
             if ignored.numel():
                 grad.index_fill_(0, ignored, 0.0)
-            ctx.save_for_backward(grad.div_(count))  # (N, V) the gradient of the mean loss
+            # (N, V) the gradient of the mean loss; zeros when every target is ignored (as torch's, not NaN)
+            ctx.save_for_backward(grad.div_(count.clamp(min=1)))
         return loss
 
     @staticmethod
