@@ -112,6 +112,39 @@ def test_causal_attention_by_blocks_is_sdpa_at_every_length(length):
         assert torch.allclose(got, want, atol=1e-9)
 
 
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 150])
+def test_causal_blocks_with_drops_are_the_formula_with_the_same_masks(length, monkeypatch):
+    """With weights actually dropped, the blocks' values and their own backward are autograd's of
+    (softmax(q k^T * scale + causal) * mask) v / (1 - p) with the very masks the blocks drew."""
+    from lmforge.nn import attention_dropout
+
+    drawn = []
+
+    def recording_keep_mask(*args, **kwargs):
+        drawn.append(keep_mask(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(attention_dropout, "keep_mask", recording_keep_mask)
+    torch.manual_seed(length)
+    p, scale = 0.3, 0.4
+    q, k, v = (torch.randn(2, 3, length, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    ours = attention_with_dropout(q, k, v, p, is_causal=True, scale=scale)  # (2, 3, T, 8)
+    full = torch.zeros(6, length, length, dtype=torch.float64)  # each block's mask over the keys it scored
+    for (start, end), mask in zip(attention_dropout.causal_blocks(length), drawn, strict=True):
+        full[:, start:end, :end] = mask
+    if length > 1:
+        assert 0 < full.tril().sum() < full.tril().ne(2).sum()  # some weights dropped, some kept
+    future = torch.ones(length, length, dtype=torch.bool).triu(1)
+    scores = (q @ k.transpose(-2, -1) * scale).masked_fill(future, float("-inf"))
+    reference = (torch.softmax(scores, -1) * full.view(2, 3, length, length)) @ v / (1 - p)
+    assert torch.allclose(ours, reference, atol=1e-10)
+    weights = torch.randn_like(reference)
+    grads = torch.autograd.grad((ours * weights).sum(), (q, k, v))
+    expected = torch.autograd.grad((reference * weights).sum(), (q, k, v))
+    for got, want in zip(grads, expected):
+        assert torch.allclose(got, want, atol=1e-9)
+
+
 def test_dropout_add_is_the_residual_plus_dropout_in_value_and_gradient():
     torch.manual_seed(0)
     x = torch.randn(64, 300, requires_grad=True)

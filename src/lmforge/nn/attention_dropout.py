@@ -67,23 +67,29 @@ def causal_blocks(length: int) -> list[tuple[int, int]]:
 
 class CausalBlocks(torch.autograd.Function):
     """Causal attention with dropout p (0 < p, a CPU mask from `keep_mask`) by blocks of queries.
-    q, k, v: (N, T, D) contiguous, N = batch x heads. Returns (N, T, D)."""
+    q, k, v: (N, T, D) contiguous, N = batch x heads. Returns (N, T, D).
+
+    Each block keeps its softmax weights and its kept weights (weights x mask, unscaled) for the backward, which
+    then needs no mask: with G the gradient of the kept weights, the scores' gradient is
+    kept * G - weights * rowsum(kept * G) (softmax's backward through the mask, whose zeros are kept's).
+    The backward goes from the last block, which reads every key, so its products start the key and value
+    gradients and the earlier blocks add into the rows they read."""
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float, scale: float) -> torch.Tensor:
         count, length, _ = q.shape
         out = torch.empty_like(q)  # (N, T, D)
-        probabilities, masks = [], []
+        probabilities, kept = [], []
         for start, end in causal_blocks(length):
             future = future_bias(start, end - start, end, q)  # (rows, end)
             scores = torch.baddbmm(future.expand(count, -1, -1), q[:, start:end], k[:, :end].transpose(1, 2),
                                    alpha=scale)  # (N, rows, end)
             weights = torch.softmax(scores, dim=-1)
-            mask = keep_mask(weights.shape, p, weights.dtype)  # 0 or 1, exact in any precision
-            torch.bmm(weights * mask, v[:, :end], out=out[:, start:end])  # (N, rows, D)
+            dropped = weights * keep_mask(weights.shape, p, weights.dtype)  # the kept weights, unscaled
+            torch.bmm(dropped, v[:, :end], out=out[:, start:end])  # (N, rows, D)
             probabilities.append(weights)
-            masks.append(mask)
-        ctx.save_for_backward(q, k, v, *probabilities, *masks)
+            kept.append(dropped)
+        ctx.save_for_backward(q, k, v, *probabilities, *kept)
         ctx.scale, ctx.kept_scale = scale, 1.0 / (1.0 - p)
         return out.mul_(ctx.kept_scale)
 
@@ -91,14 +97,18 @@ class CausalBlocks(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         q, k, v, *saved = ctx.saved_tensors
         blocks = causal_blocks(q.shape[1])
-        probabilities, masks = saved[:len(blocks)], saved[len(blocks):]
+        probabilities, kept = saved[:len(blocks)], saved[len(blocks):]
         grad_out = grad_out.mul(ctx.kept_scale)  # (N, T, D), dropout's scale of the kept weights
-        grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        for (start, end), weights, mask in zip(blocks, probabilities, masks):
-            rows_grad = grad_out[:, start:end]  # (N, rows, D)
-            grad_v[:, :end].baddbmm_((weights * mask).transpose(1, 2), rows_grad)  # (N, end, D)
-            grad_weights = torch.bmm(rows_grad, v[:, :end].transpose(1, 2)).mul_(mask)  # (N, rows, end)
-            grad_scores = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
+        grad_q, grad_k, grad_v = torch.empty_like(q), None, None
+        for (start, end), weights, dropped in reversed(list(zip(blocks, probabilities, kept))):
+            rows_grad, rows_q = grad_out[:, start:end], q[:, start:end]  # (N, rows, D)
+            grad_scores = torch.bmm(rows_grad, v[:, :end].transpose(1, 2)).mul_(dropped)  # (N, rows, end)
+            grad_scores.addcmul_(weights, grad_scores.sum(-1, keepdim=True), value=-1)
+            if grad_v is None:  # the last block: every key, (N, T, D)
+                grad_v = torch.bmm(dropped.transpose(1, 2), rows_grad)
+                grad_k = torch.bmm(grad_scores.transpose(1, 2), rows_q).mul_(ctx.scale)
+            else:
+                grad_v[:, :end].baddbmm_(dropped.transpose(1, 2), rows_grad)
+                grad_k[:, :end].baddbmm_(grad_scores.transpose(1, 2), rows_q, alpha=ctx.scale)
             torch.bmm(grad_scores, k[:, :end], out=grad_q[:, start:end]).mul_(ctx.scale)
-            grad_k[:, :end].baddbmm_(grad_scores.transpose(1, 2), q[:, start:end], alpha=ctx.scale)
         return grad_q, grad_k, grad_v, None, None
