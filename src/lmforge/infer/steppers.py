@@ -28,6 +28,14 @@ class _Stepper:
         self.seen = start  # (B, T) every token so far; only kept when there is no cache
         self.cache = self.model.new_cache(start.shape[0], max_len) if use_cache else None
 
+    @staticmethod
+    def _products(ids: torch.Tensor):
+        """The products a decoder call over `ids` (B, T) uses: the blocks' decoding copies serve one new token a
+        row; several tokens a row (a prompt, or the whole sequence without a cache) are multiplied once, by the
+        plain matrices (packing every matrix for a short prompt took longer than it saved, and a copy of the
+        weights stayed in memory that batch-1 decoding never reads again)."""
+        return decoding_products() if ids.shape[1] == 1 else contextlib.nullcontext()
+
     def _next_input(self, tokens: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, 1) or (B, T)
         if self.cache is not None:
             return tokens[:, None]
@@ -67,11 +75,7 @@ class DecoderOnlyStepper(_Stepper):
     def _run(self, ids: torch.Tensor, new: int) -> torch.Tensor:
         self.length += new
         mask = None if self.mask is None else self.mask[:, :self.length]
-        # the decoding copies of the blocks' matrices serve one new token per row; a longer prompt is multiplied
-        # once, by the plain matrices (packing every matrix for a short prompt took longer than it saved, and a
-        # copy of the weights stayed in memory that batch-1 decoding never reads again)
-        products = decoding_products() if ids.shape[1] == 1 else contextlib.nullcontext()
-        with products:
+        with self._products(ids):
             out = self.model(ids, attention_mask=mask, cache=self.cache, last_only=True)
         return out.logits[:, -1].float()  # (B, V)
 
@@ -102,7 +106,7 @@ class EncoderDecoderStepper(_Stepper):
         self.prompt_mask = None
 
     def _decode(self, ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, V)
-        with decoding_products():
+        with self._products(ids):
             out = self.model(attention_mask=self.source_mask, encoder_hidden_states=self.encoded,
                          decoder_input_ids=ids, cache=self.cache, last_only=True)
         return out.logits[:, -1].float()
