@@ -89,9 +89,10 @@ def bandwidth_readers(megabytes: int = 256) -> tuple[dict, int]:
     return {"read: sum": data.sum, "read: vector-matrix": lambda: vector @ matrix}, data.numel() * 4
 
 
-def read_bandwidth(repeats: int = 10) -> float:
-    """Bytes/s at which this machine streams float32 weights from memory: the fastest of `repeats` passes."""
-    readers, size = bandwidth_readers()
+def read_bandwidth(repeats: int = 10, readers: tuple[dict, int] | None = None) -> float:
+    """Bytes/s at which this machine streams float32 weights from memory: the fastest of `repeats` passes of
+    `readers` (default: new `bandwidth_readers()`)."""
+    readers, size = bandwidth_readers() if readers is None else readers
     times = interleaved_times(readers, repeats)
     return size / min(min(runs) for runs in times.values())
 
@@ -131,8 +132,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    bandwidth = read_bandwidth()
-    readers, read_bytes = bandwidth_readers()
+    readers, read_bytes = bandwidth_readers()  # one 256 MB array, read at the start and among each size's runs
+    bandwidth = read_bandwidth(readers=(readers, read_bytes))
     rows = []
     for size in args.sizes:
         hf = {"fp32": hf_model(size)}
